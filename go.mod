@@ -1,0 +1,3 @@
+module github.com/osediff-go/osediff
+
+go 1.26

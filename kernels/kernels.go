@@ -1,0 +1,375 @@
+package kernels
+
+import "math"
+
+// Sgemm computes C = alpha·op(A)·op(B) + beta·C for row-major matrices, with
+// op(X) = X or Xᵀ. op(A) is m×k, op(B) is k×n, C is m×n; lda, ldb, ldc are
+// row strides. beta == 0 means C is not read (NaNs in C are ignored).
+//
+//	for i < m, j < n: c[i*ldc+j] = alpha*sum_p A(i,p)*B(p,j) + beta*c[i*ldc+j]
+func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	sgemmRef(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// SgemmBatch runs batch independent Sgemm calls; matrix i of A, B and C starts
+// at i*strideA, i*strideB, i*strideC.
+func SgemmBatch(batch int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda, strideA int, b []float32, ldb, strideB int, beta float32, c []float32, ldc, strideC int) {
+	for i := 0; i < batch; i++ {
+		Sgemm(transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc)
+	}
+}
+
+func sgemmRef(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s float32
+			for p := 0; p < k; p++ {
+				var av, bv float32
+				if transA {
+					av = a[p*lda+i]
+				} else {
+					av = a[i*lda+p]
+				}
+				if transB {
+					bv = b[j*ldb+p]
+				} else {
+					bv = b[p*ldb+j]
+				}
+				s += av * bv
+			}
+			if beta == 0 {
+				c[i*ldc+j] = alpha * s
+			} else {
+				c[i*ldc+j] = alpha*s + beta*c[i*ldc+j]
+			}
+		}
+	}
+}
+
+// Conv2DParams describes a 2-D convolution (groups = 1) as PyTorch's Conv2d
+// with an explicit, possibly asymmetric zero padding.
+type Conv2DParams struct {
+	InC, OutC  int
+	KH, KW     int
+	StrideH    int
+	StrideW    int
+	PadT, PadB int
+	PadL, PadR int
+	DilH, DilW int // 0 means 1
+}
+
+// OutSize returns the output height and width for an h×w input.
+func (p Conv2DParams) OutSize(h, w int) (int, int) {
+	dh, dw := max(p.DilH, 1), max(p.DilW, 1)
+	oh := (h+p.PadT+p.PadB-dh*(p.KH-1)-1)/max(p.StrideH, 1) + 1
+	ow := (w+p.PadL+p.PadR-dw*(p.KW-1)-1)/max(p.StrideW, 1) + 1
+	return oh, ow
+}
+
+// Conv2D computes y = conv(x, weight) + bias for x [n, InC, h, w], weight
+// [OutC, InC, KH, KW], bias [OutC] or nil, y [n, OutC, oh, ow] (overwritten).
+//
+//	y[b,o,i,j] = bias[o] + sum_{c,u,v} x[b,c,i*sH-padT+u*dH, j*sW-padL+v*dW]*w[o,c,u,v]
+//	(out-of-image x reads as 0)
+func Conv2D(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
+	conv2DRef(p, n, h, w, x, weight, bias, y)
+}
+
+func conv2DRef(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
+	sh, sw := max(p.StrideH, 1), max(p.StrideW, 1)
+	dh, dw := max(p.DilH, 1), max(p.DilW, 1)
+	oh, ow := p.OutSize(h, w)
+	for b := 0; b < n; b++ {
+		for o := 0; o < p.OutC; o++ {
+			for i := 0; i < oh; i++ {
+				for j := 0; j < ow; j++ {
+					var s float32
+					if bias != nil {
+						s = bias[o]
+					}
+					for c := 0; c < p.InC; c++ {
+						for u := 0; u < p.KH; u++ {
+							yy := i*sh - p.PadT + u*dh
+							if yy < 0 || yy >= h {
+								continue
+							}
+							for v := 0; v < p.KW; v++ {
+								xx := j*sw - p.PadL + v*dw
+								if xx < 0 || xx >= w {
+									continue
+								}
+								s += x[((b*p.InC+c)*h+yy)*w+xx] * weight[((o*p.InC+c)*p.KH+u)*p.KW+v]
+							}
+						}
+					}
+					y[((b*p.OutC+o)*oh+i)*ow+j] = s
+				}
+			}
+		}
+	}
+}
+
+// GroupNorm normalises x [n, c, hw] per (sample, group of c/groups channels)
+// with biased variance, then y = xhat*gamma[ch] + beta[ch], then SiLU when
+// silu is set. gamma/beta may be nil (1 and 0). y may alias x.
+func GroupNorm(x, y []float32, n, c, hw, groups int, eps float32, gamma, beta []float32, silu bool) {
+	groupNormRef(x, y, n, c, hw, groups, eps, gamma, beta, silu)
+}
+
+func groupNormRef(x, y []float32, n, c, hw, groups int, eps float32, gamma, beta []float32, silu bool) {
+	cpg := c / groups
+	for b := 0; b < n; b++ {
+		for g := 0; g < groups; g++ {
+			base := (b*c + g*cpg) * hw
+			cnt := cpg * hw
+			var sum float64
+			for i := 0; i < cnt; i++ {
+				sum += float64(x[base+i])
+			}
+			mean := sum / float64(cnt)
+			var vs float64
+			for i := 0; i < cnt; i++ {
+				d := float64(x[base+i]) - mean
+				vs += d * d
+			}
+			inv := 1 / math.Sqrt(vs/float64(cnt)+float64(eps))
+			for ci := 0; ci < cpg; ci++ {
+				ch := g*cpg + ci
+				ga, be := float32(1), float32(0)
+				if gamma != nil {
+					ga = gamma[ch]
+				}
+				if beta != nil {
+					be = beta[ch]
+				}
+				sc := float32(inv) * ga
+				sh := be - float32(mean)*sc
+				off := base + ci*hw
+				for i := 0; i < hw; i++ {
+					v := x[off+i]*sc + sh
+					if silu {
+						v = v / (1 + float32(math.Exp(float64(-v))))
+					}
+					y[off+i] = v
+				}
+			}
+		}
+	}
+}
+
+// LayerNorm normalises each of rows rows of cols values (biased variance):
+// y = (x-mean)/sqrt(var+eps)*gamma + beta. gamma/beta may be nil. y may alias x.
+func LayerNorm(x, y []float32, rows, cols int, eps float32, gamma, beta []float32) {
+	for r := 0; r < rows; r++ {
+		row := x[r*cols : (r+1)*cols]
+		var sum float64
+		for _, v := range row {
+			sum += float64(v)
+		}
+		mean := sum / float64(cols)
+		var vs float64
+		for _, v := range row {
+			d := float64(v) - mean
+			vs += d * d
+		}
+		inv := float32(1 / math.Sqrt(vs/float64(cols)+float64(eps)))
+		m := float32(mean)
+		out := y[r*cols : (r+1)*cols]
+		for i, v := range row {
+			o := (v - m) * inv
+			if gamma != nil {
+				o *= gamma[i]
+			}
+			if beta != nil {
+				o += beta[i]
+			}
+			out[i] = o
+		}
+	}
+}
+
+// Softmax replaces each of rows rows of cols values by its softmax (max-subtracted).
+func Softmax(x []float32, rows, cols int) {
+	for r := 0; r < rows; r++ {
+		row := x[r*cols : (r+1)*cols]
+		mx := float32(math.Inf(-1))
+		for _, v := range row {
+			mx = max(mx, v)
+		}
+		var s float32
+		for i, v := range row {
+			e := float32(math.Exp(float64(v - mx)))
+			row[i] = e
+			s += e
+		}
+		inv := 1 / s
+		for i := range row {
+			row[i] *= inv
+		}
+	}
+}
+
+// SiLU: y = x*sigmoid(x). y may alias x.
+func SiLU(x, y []float32) {
+	for i, v := range x {
+		y[i] = v / (1 + float32(math.Exp(float64(-v))))
+	}
+}
+
+// GELU is the exact (erf) GELU: y = x/2*(1+erf(x/√2)). y may alias x.
+func GELU(x, y []float32) {
+	for i, v := range x {
+		y[i] = gelu(v)
+	}
+}
+
+// QuickGELU: y = x*sigmoid(1.702x) (CLIP's quick_gelu).
+func QuickGELU(x, y []float32) {
+	for i, v := range x {
+		y[i] = v / (1 + float32(math.Exp(float64(-1.702*v))))
+	}
+}
+
+func gelu(v float32) float32 {
+	return float32(0.5 * float64(v) * (1 + math.Erf(float64(v)/math.Sqrt2)))
+}
+
+// GEGLU splits each row of x [rows, 2*cols] into value = x[:, :cols] and
+// gate = x[:, cols:] and writes y [rows, cols] = value * GELU(gate).
+func GEGLU(x, y []float32, rows, cols int) {
+	for r := 0; r < rows; r++ {
+		in := x[r*2*cols : (r+1)*2*cols]
+		out := y[r*cols : (r+1)*cols]
+		for i := 0; i < cols; i++ {
+			out[i] = in[i] * gelu(in[cols+i])
+		}
+	}
+}
+
+// Add: dst[i] = a[i] + b[i]. dst may alias a or b.
+func Add(dst, a, b []float32) {
+	for i := range dst {
+		dst[i] = a[i] + b[i]
+	}
+}
+
+// Mul: dst[i] = a[i] * b[i].
+func Mul(dst, a, b []float32) {
+	for i := range dst {
+		dst[i] = a[i] * b[i]
+	}
+}
+
+// AddScaled: dst[i] = a[i] + s*b[i] (axpy).
+func AddScaled(dst, a []float32, s float32, b []float32) {
+	for i := range dst {
+		dst[i] = a[i] + s*b[i]
+	}
+}
+
+// Scale: dst[i] = s*a[i].
+func Scale(dst, a []float32, s float32) {
+	for i := range dst {
+		dst[i] = s * a[i]
+	}
+}
+
+// AddRowVector adds v [cols] to every row of x [rows, cols] (a Linear bias).
+func AddRowVector(x []float32, rows, cols int, v []float32) {
+	for r := 0; r < rows; r++ {
+		row := x[r*cols : (r+1)*cols]
+		for i := range row {
+			row[i] += v[i]
+		}
+	}
+}
+
+// AddChannelVector adds v[ch] to every element of channel ch of x [n, c, hw]
+// (a per-channel bias, or a ResNet time embedding with n distinct vectors when
+// len(v) == n*c).
+func AddChannelVector(x []float32, n, c, hw int, v []float32) {
+	for b := 0; b < n; b++ {
+		for ch := 0; ch < c; ch++ {
+			add := v[ch]
+			if len(v) == n*c {
+				add = v[b*c+ch]
+			}
+			p := x[(b*c+ch)*hw : (b*c+ch+1)*hw]
+			for i := range p {
+				p[i] += add
+			}
+		}
+	}
+}
+
+// Upsample2xNearest: x [nc, h, w] -> y [nc, 2h, 2w], each pixel repeated 2×2.
+func Upsample2xNearest(x, y []float32, nc, h, w int) {
+	for p := 0; p < nc; p++ {
+		for i := 0; i < 2*h; i++ {
+			src := x[(p*h+i/2)*w:]
+			dst := y[(p*2*h+i)*2*w:]
+			for j := 0; j < w; j++ {
+				v := src[j]
+				dst[2*j] = v
+				dst[2*j+1] = v
+			}
+		}
+	}
+}
+
+// AttentionParams describes multi-head attention over token-major buffers:
+// Q is [batch, Lq, heads*dim] with row stride LdQ, K and V are [batch, Lk,
+// heads*dim] with row strides LdK, LdV, and O is [batch, Lq, heads*dim] with
+// row stride LdO; head h uses columns [h*dim, (h+1)*dim). Batch b starts at
+// b*Lq*LdQ (Q, O) and b*Lk*LdK / b*Lk*LdV (K, V). Causal masks key j > query i.
+type AttentionParams struct {
+	Batch, Heads, Lq, Lk, Dim int
+	LdQ, LdK, LdV, LdO        int
+	Scale                     float32
+	Causal                    bool
+}
+
+// Attention computes O = softmax(Q·Kᵀ·Scale [+ causal mask])·V per batch and
+// head. Fast paths must not materialise an Lq×Lk score matrix per head.
+//
+//	o[b,i,h,:] = sum_j softmax_j(scale*<q[b,i,h,:], k[b,j,h,:]>) v[b,j,h,:]
+func Attention(p AttentionParams, q, k, v, o []float32) {
+	attentionRef(p, q, k, v, o)
+}
+
+func attentionRef(p AttentionParams, q, k, v, o []float32) {
+	s := make([]float32, p.Lk)
+	for b := 0; b < p.Batch; b++ {
+		qb, ob := q[b*p.Lq*p.LdQ:], o[b*p.Lq*p.LdO:]
+		kb, vb := k[b*p.Lk*p.LdK:], v[b*p.Lk*p.LdV:]
+		for h := 0; h < p.Heads; h++ {
+			c0 := h * p.Dim
+			for i := 0; i < p.Lq; i++ {
+				n := p.Lk
+				if p.Causal {
+					n = min(i+1, p.Lk)
+				}
+				qi := qb[i*p.LdQ+c0 : i*p.LdQ+c0+p.Dim]
+				for j := 0; j < n; j++ {
+					kj := kb[j*p.LdK+c0 : j*p.LdK+c0+p.Dim]
+					var d float32
+					for t := range qi {
+						d += qi[t] * kj[t]
+					}
+					s[j] = d * p.Scale
+				}
+				Softmax(s[:n], 1, n)
+				oi := ob[i*p.LdO+c0 : i*p.LdO+c0+p.Dim]
+				for t := range oi {
+					oi[t] = 0
+				}
+				for j := 0; j < n; j++ {
+					vj := vb[j*p.LdV+c0 : j*p.LdV+c0+p.Dim]
+					for t := range oi {
+						oi[t] += s[j] * vj[t]
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,143 @@
+package nn
+
+import (
+	"fmt"
+
+	"github.com/osediff-go/osediff/kernels"
+	"github.com/osediff-go/osediff/tensor"
+)
+
+// Linear is torch.nn.Linear: y = x·Wᵀ + b over the last dimension.
+type Linear struct {
+	Weight *tensor.Tensor `weights:"weight"` // [out, in]
+	Bias   *tensor.Tensor `weights:"bias"`   // [out] or nil
+	In     int
+	Out    int
+}
+
+// NewLinear makes an unbound Linear (bias optional).
+func NewLinear(in, out int, bias bool) *Linear {
+	l := &Linear{Weight: tensor.Shaped(out, in), In: in, Out: out}
+	if bias {
+		l.Bias = tensor.Shaped(out)
+	}
+	return l
+}
+
+// Forward maps x [..., In] to [..., Out].
+func (l *Linear) Forward(x *tensor.Tensor) *tensor.Tensor {
+	if x.Dim(-1) != l.In {
+		panic(fmt.Sprintf("nn.Linear: input %v, want last dim %d", x.Shape(), l.In))
+	}
+	x = x.Contiguous()
+	rows := x.Numel() / l.In
+	shape := append(append([]int(nil), x.Shape()[:x.Rank()-1]...), l.Out)
+	y := tensor.New(shape...)                                                                                   // [..., Out]
+	kernels.Sgemm(false, true, rows, l.Out, l.In, 1, x.Data(), l.In, l.Weight.Data(), l.In, 0, y.Data(), l.Out) // x·Wᵀ
+	if l.Bias != nil {
+		kernels.AddRowVector(y.Data(), rows, l.Out, l.Bias.Data()) // + b
+	}
+	return y
+}
+
+// Conv2d is torch.nn.Conv2d (groups 1) with an optional asymmetric padding.
+type Conv2d struct {
+	Weight *tensor.Tensor `weights:"weight"` // [OutC, InC, KH, KW]
+	Bias   *tensor.Tensor `weights:"bias"`   // [OutC] or nil
+	P      kernels.Conv2DParams
+}
+
+// NewConv2d makes an unbound square-kernel convolution with symmetric padding.
+func NewConv2d(in, out, k, stride, pad int, bias bool) *Conv2d {
+	c := &Conv2d{
+		Weight: tensor.Shaped(out, in, k, k),
+		P: kernels.Conv2DParams{InC: in, OutC: out, KH: k, KW: k, StrideH: stride, StrideW: stride,
+			PadT: pad, PadB: pad, PadL: pad, PadR: pad},
+	}
+	if bias {
+		c.Bias = tensor.Shaped(out)
+	}
+	return c
+}
+
+// Forward maps x [N, InC, H, W] to [N, OutC, OH, OW].
+func (c *Conv2d) Forward(x *tensor.Tensor) *tensor.Tensor {
+	if x.Rank() != 4 || x.Dim(1) != c.P.InC {
+		panic(fmt.Sprintf("nn.Conv2d: input %v, want [N, %d, H, W]", x.Shape(), c.P.InC))
+	}
+	x = x.Contiguous()
+	n, h, w := x.Dim(0), x.Dim(2), x.Dim(3)
+	oh, ow := c.P.OutSize(h, w)
+	y := tensor.New(n, c.P.OutC, oh, ow) // [N, OutC, OH, OW]
+	var b []float32
+	if c.Bias != nil {
+		b = c.Bias.Data()
+	}
+	kernels.Conv2D(c.P, n, h, w, x.Data(), c.Weight.Data(), b, y.Data())
+	return y
+}
+
+// GroupNorm is torch.nn.GroupNorm with affine weights.
+type GroupNorm struct {
+	Weight *tensor.Tensor `weights:"weight"` // [C]
+	Bias   *tensor.Tensor `weights:"bias"`   // [C]
+	Groups int
+	Eps    float32
+}
+
+// NewGroupNorm makes an unbound GroupNorm.
+func NewGroupNorm(groups, channels int, eps float32) *GroupNorm {
+	return &GroupNorm{Weight: tensor.Shaped(channels), Bias: tensor.Shaped(channels), Groups: groups, Eps: eps}
+}
+
+// Forward normalises x [N, C, ...]; with silu it applies SiLU after (fused).
+func (g *GroupNorm) Forward(x *tensor.Tensor, silu bool) *tensor.Tensor {
+	x = x.Contiguous()
+	n, c := x.Dim(0), x.Dim(1)
+	y := tensor.New(x.Shape()...) // same shape as x
+	kernels.GroupNorm(x.Data(), y.Data(), n, c, x.Numel()/(n*c), g.Groups, g.Eps, g.Weight.Data(), g.Bias.Data(), silu)
+	return y
+}
+
+// LayerNorm is torch.nn.LayerNorm over the last dimension.
+type LayerNorm struct {
+	Weight *tensor.Tensor `weights:"weight"` // [D]
+	Bias   *tensor.Tensor `weights:"bias"`   // [D]
+	Eps    float32
+}
+
+// NewLayerNorm makes an unbound LayerNorm.
+func NewLayerNorm(d int, eps float32) *LayerNorm {
+	return &LayerNorm{Weight: tensor.Shaped(d), Bias: tensor.Shaped(d), Eps: eps}
+}
+
+// Forward normalises x [..., D].
+func (l *LayerNorm) Forward(x *tensor.Tensor) *tensor.Tensor {
+	x = x.Contiguous()
+	d := x.Dim(-1)
+	y := tensor.New(x.Shape()...) // same shape as x
+	kernels.LayerNorm(x.Data(), y.Data(), x.Numel()/d, d, l.Eps, l.Weight.Data(), l.Bias.Data())
+	return y
+}
+
+// Embedding is torch.nn.Embedding.
+type Embedding struct {
+	Weight *tensor.Tensor `weights:"weight"` // [num, dim]
+}
+
+// NewEmbedding makes an unbound Embedding.
+func NewEmbedding(num, dim int) *Embedding { return &Embedding{Weight: tensor.Shaped(num, dim)} }
+
+// Forward looks up ids, giving [len(ids), dim].
+func (e *Embedding) Forward(ids []int) *tensor.Tensor {
+	num, dim := e.Weight.Dim(0), e.Weight.Dim(1)
+	w := e.Weight.Data()
+	y := tensor.New(len(ids), dim) // [L, dim]
+	for i, id := range ids {
+		if id < 0 || id >= num {
+			panic(fmt.Sprintf("nn.Embedding: id %d out of range [0,%d)", id, num))
+		}
+		copy(y.Data()[i*dim:(i+1)*dim], w[id*dim:(id+1)*dim])
+	}
+	return y
+}
