@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/osediff-go/osediff/kernels"
+	"github.com/osediff-go/osediff/osediff"
+	"github.com/osediff-go/osediff/parallel"
+)
+
+func cmdBench(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "kernels" {
+		return cmdBenchKernels(args[1:], stdout, stderr)
+	}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	caseName := fs.String("case", "", "run one case in this process: 128_to_512 or 512_to_2048 (default: both, each in its own process)")
+	precision := fs.String("precision", "fp32", "fp32 or bf16")
+	tagger := fs.Bool("tagger", true, "include the Swin-L DAPE tagger")
+	threads := fs.Int("threads", 0, "worker threads (default: all cores)")
+	if err := fs.Parse(args); err != nil {
+		return exitCode(2)
+	}
+	if *threads > 0 {
+		parallel.SetThreads(*threads)
+	}
+	if *caseName != "" {
+		t0 := time.Now()
+		p, err := osediff.NewRandom(1, *tagger)
+		if err != nil {
+			return err
+		}
+		build := time.Since(t0).Seconds()
+		res, err := osediff.RunBench(context.Background(), p, *caseName, *precision)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(res)
+		}
+		printBench(stdout, res)
+		fmt.Fprintf(stdout, "(building the random-weight models took %.1fs, not counted)\n", build)
+		return nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var all []*osediff.BenchResult
+	for _, c := range []string{"128_to_512", "512_to_2048"} {
+		cmd := exec.Command(exe, "bench", "--case", c, "--precision", *precision, "--json", fmt.Sprintf("--tagger=%v", *tagger),
+			fmt.Sprintf("--threads=%d", *threads))
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("case %s: %w", c, err)
+		}
+		var r osediff.BenchResult
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+			return fmt.Errorf("case %s: %w", c, err)
+		}
+		all = append(all, &r)
+		if !*asJSON {
+			printBench(stdout, &r)
+		}
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(all)
+	}
+	return nil
+}
+
+func printBench(w io.Writer, r *osediff.BenchResult) {
+	fmt.Fprintf(w, "case %s (%s), fp32 peak %.0f GFLOP/s\n", r.Case, r.Precision, r.PeakGFLOPs)
+	fmt.Fprintf(w, "  %-14s %9s %12s %9s %7s\n", "stage", "seconds", "GFLOP", "GFLOP/s", "%peak")
+	for _, s := range r.Stages {
+		fmt.Fprintf(w, "  %-14s %9.3f %12.1f %9.1f %6.1f%%\n", s.Name, s.Seconds, s.FLOPs/1e9, s.GFLOPs, s.Peak)
+	}
+	fmt.Fprintf(w, "  %-14s %9.3f %12.1f %9.1f %6.1f%%\n", "total", r.TotalSeconds, r.TotalFLOPs/1e9, r.GFLOPs, r.Peak)
+	fmt.Fprintf(w, "  peak RSS %.2f GiB\n", float64(r.PeakRSSBytes)/(1<<30))
+}
+
+func cmdBenchKernels(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench kernels", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "one JSON object per line: name, seconds, gflops")
+	reps := fs.Int("reps", 5, "repetitions per shape (best is reported)")
+	if err := fs.Parse(args); err != nil {
+		return exitCode(2)
+	}
+	if *reps < 1 {
+		return errors.New("--reps must be >= 1")
+	}
+	peak := kernels.PeakGFLOPs()
+	if !*asJSON {
+		fmt.Fprintf(stdout, "fp32 peak %.0f GFLOP/s (%s)\n", peak, kernels.PeakNote())
+	}
+	for _, r := range kernels.RunBenchmarks(*reps) {
+		if *asJSON {
+			_ = json.NewEncoder(stdout).Encode(map[string]any{"name": r.Name, "seconds": r.Seconds, "gflops": r.GFLOPs, "percent_of_peak": r.PercentOfPeak})
+			continue
+		}
+		fmt.Fprintf(stdout, "%-26s %10.4f s %8.1f GFLOP/s %6.1f%% of peak\n", r.Name, r.Seconds, r.GFLOPs, r.PercentOfPeak)
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/osediff-go/osediff/imageio"
+	"github.com/osediff-go/osediff/osediff"
+	"github.com/osediff-go/osediff/parallel"
+	"github.com/osediff-go/osediff/server"
+)
+
+func cmdServe(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var mf modelFlags
+	var pf pipelineFlags
+	mf.register(fs)
+	pf.register(fs)
+	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
+	workers := fs.Int("workers", 1, "jobs run at once (the model uses every core for each)")
+	queue := fs.Int("queue", 8, "jobs that may wait beyond the running ones (then 429)")
+	maxBody := fs.Int64("max-body-bytes", 32<<20, "largest request body")
+	maxPixels := fs.Int64("max-input-pixels", 16<<20, "largest input image in pixels")
+	maxOut := fs.Int64("max-output-pixels", 64<<20, "largest output image in pixels")
+	maxScale := fs.Float64("max-scale", 8, "largest scale a request may ask for")
+	ttl := fs.Duration("result-ttl", 10*time.Minute, "how long finished job results are kept")
+	apiKey := fs.String("api-key", "", "require 'Authorization: Bearer KEY' (default: $OSEDIFF_API_KEY)")
+	cors := fs.String("cors-origin", "", "allow this origin (e.g. '*'); CORS is off by default")
+	drain := fs.Duration("shutdown-timeout", 2*time.Minute, "on SIGTERM, how long running work may finish")
+	readTO := fs.Duration("read-timeout", 2*time.Minute, "HTTP read timeout")
+	writeTO := fs.Duration("write-timeout", 30*time.Minute, "HTTP write timeout (covers synchronous upscales)")
+	idleTO := fs.Duration("idle-timeout", 2*time.Minute, "HTTP idle timeout")
+	if err := fs.Parse(args); err != nil {
+		return exitCode(2)
+	}
+	defaults, err := pf.options(fs)
+	if err != nil {
+		return err
+	}
+	if *apiKey == "" {
+		*apiKey = os.Getenv("OSEDIFF_API_KEY")
+	}
+	if mf.threads > 0 {
+		parallel.SetThreads(mf.threads)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	srv := server.New(server.Config{
+		Defaults: defaults, Workers: *workers, QueueSize: *queue, MaxBodyBytes: *maxBody, MaxPixels: *maxPixels,
+		MaxOutPixels: *maxOut, MaxScale: *maxScale, ResultTTL: *ttl, APIKey: *apiKey, CORSOrigin: *cors, Logger: log,
+	})
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv, ReadTimeout: *readTO, WriteTimeout: *writeTO, IdleTimeout: *idleTO, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String())
+	fmt.Fprintf(stdout, "osediff serve: listening on http://%s\n", ln.Addr())
+
+	// Load the model while already answering /healthz and /readyz.
+	go func() {
+		prog := newProgress(stderr, true)
+		p, err := loadPipeline(ctx, &mf, defaults.Tags == nil, prog)
+		if err != nil {
+			log.Error("loading the model failed", "err", err)
+			stop()
+			errc <- err
+			return
+		}
+		srv.SetReady(func(ctx context.Context, img *imageio.Image, o osediff.Options) (*imageio.Image, *osediff.Result, error) {
+			return osediff.UpscaleImage(ctx, p, img, o)
+		})
+		log.Info("ready")
+	}()
+
+	select {
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining running work", "deadline", drain.String())
+	dctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	derr := srv.Shutdown(dctx)
+	_ = hs.Shutdown(dctx)
+	if derr != nil {
+		log.Warn("drain deadline passed; remaining work canceled")
+	}
+	log.Info("stopped")
+	return nil
+}

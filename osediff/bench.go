@@ -1,0 +1,206 @@
+package osediff
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/osediff-go/osediff/checkpoint"
+	"github.com/osediff-go/osediff/imageio"
+	"github.com/osediff-go/osediff/kernels"
+	"github.com/osediff-go/osediff/model/clip"
+	"github.com/osediff-go/osediff/model/ram"
+	"github.com/osediff-go/osediff/model/unet"
+	"github.com/osediff-go/osediff/model/vae"
+	"github.com/osediff-go/osediff/tensor"
+)
+
+// fixedTokenizer stands in for the CLIP tokenizer when no vocabulary is at
+// hand (benchmarks with random weights): the compute does not depend on ids.
+type fixedTokenizer struct{}
+
+func (fixedTokenizer) Encode(string) []int {
+	ids := make([]int, 77)
+	ids[0] = 49406
+	for i := 1; i < 12; i++ {
+		ids[i] = 320 + i
+	}
+	ids[12] = 49407
+	return ids
+}
+
+// NewRandom builds the full SD 2.1-base pipeline (and, with tagger, the
+// Swin-L RAM tagger) with random weights: the compute of the real model
+// without a download. For benchmarks and tests.
+func NewRandom(seed uint64, tagger bool) (*Pipeline, error) {
+	sc := SchedulerConfig{BetaStart: 0.00085, BetaEnd: 0.012, BetaSchedule: "scaled_linear", NumTrainTimesteps: 1000, PredictionType: "epsilon"}
+	ac, err := sc.AlphasCumprod()
+	if err != nil {
+		return nil, err
+	}
+	p := &Pipeline{Tokenizer: fixedTokenizer{}, AlphasCumprod: ac}
+	p.TextEncoder = clip.New(clip.SD21BaseConfig())
+	checkpoint.RandomInit(p.TextEncoder, seed)
+	p.UNet = unet.New(unet.SD21BaseConfig())
+	checkpoint.RandomInit(p.UNet, seed+1)
+	vc := vae.SD21BaseConfig()
+	p.VAE = vae.New(vc)
+	p.ScalingFactor = float32(vc.ScalingFactor)
+	checkpoint.RandomInit(p.VAE, seed+2)
+	if tagger {
+		p.Tagger = ram.NewRandom(ram.DefaultConfig(), seed+3)
+	}
+	return p, nil
+}
+
+// BenchStage is one stage of a benchmark run.
+type BenchStage struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+	FLOPs   float64 `json:"flops"`
+	GFLOPs  float64 `json:"gflops"`
+	Peak    float64 `json:"percent_of_peak"`
+}
+
+// BenchResult is the outcome of one benchmark case.
+type BenchResult struct {
+	Case         string       `json:"case"`
+	Precision    string       `json:"precision"`
+	Stages       []BenchStage `json:"stages"`
+	TotalSeconds float64      `json:"total_seconds"`
+	TotalFLOPs   float64      `json:"total_flops"`
+	GFLOPs       float64      `json:"gflops"`
+	Peak         float64      `json:"percent_of_peak"`
+	PeakRSSBytes int64        `json:"peak_rss_bytes"`
+	PeakGFLOPs   float64      `json:"peak_gflops"`
+}
+
+// BenchCases are the benchmark cases: input side → output side at scale 4.
+var BenchCases = map[string]int{"128_to_512": 128, "512_to_2048": 512, "256_to_1024": 256}
+
+// RunBench runs one benchmark case ("128_to_512", "512_to_2048") on p with a
+// synthetic photo-like input. With the tagger it also times DAPE.
+func RunBench(ctx context.Context, p *Pipeline, name, precision string) (*BenchResult, error) {
+	side, ok := BenchCases[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown case %q (want 128_to_512 or 512_to_2048)", name)
+	}
+	if precision != "fp32" {
+		return nil, fmt.Errorf("precision %q is not available yet (fp32 only)", precision)
+	}
+	img := syntheticImage(side, side, 7)
+	tags := "building, city, sky, street, tree"
+	o := Options{Scale: 4, ProcessSize: 512}
+	if p.Tagger == nil {
+		o.Tags = &tags
+	}
+	resetPeakRSS()
+	t0 := time.Now()
+	res, err := p.Upscale(ctx, img, o)
+	if err != nil {
+		return nil, err
+	}
+	total := time.Since(t0).Seconds()
+	W, H := res.Plan.W, res.Plan.H
+	h, w := H/8, W/8
+	ucfg := p.UNet.Cfg
+	unetFLOPs := 0.0
+	if h*w <= 96*96 {
+		unetFLOPs = unet.FLOPs(ucfg, h, w, 77)
+	} else {
+		for _, t := range LatentTileBoxes(h, w, 96, 32) {
+			unetFLOPs += unet.FLOPs(ucfg, t.H, t.W, 77)
+		}
+	}
+	flops := map[string]float64{
+		"text_encoder": clip.FLOPs(p.TextEncoder.Cfg, 77),
+		"vae_encode":   vae.EncoderFLOPs(p.VAE.Cfg, H, W),
+		"unet":         unetFLOPs,
+		"vae_decode":   vae.DecoderFLOPs(p.VAE.Cfg, h, w),
+	}
+	if p.Tagger != nil {
+		flops["tagger"] = ram.FLOPs(p.Tagger.Cfg)
+	}
+	peak := kernels.PeakGFLOPs()
+	br := &BenchResult{Case: name, Precision: precision, TotalSeconds: total, PeakGFLOPs: peak}
+	for _, s := range res.Stages {
+		f := flops[s.Name]
+		st := BenchStage{Name: s.Name, Seconds: s.Seconds, FLOPs: f}
+		if s.Seconds > 0 {
+			st.GFLOPs = f / s.Seconds / 1e9
+			st.Peak = 100 * st.GFLOPs / peak
+		}
+		br.TotalFLOPs += f
+		br.Stages = append(br.Stages, st)
+	}
+	br.GFLOPs = br.TotalFLOPs / total / 1e9
+	br.Peak = 100 * br.GFLOPs / peak
+	br.PeakRSSBytes = peakRSS()
+	return br, nil
+}
+
+// syntheticImage draws a deterministic photo-like test image: gradients,
+// shapes and mild noise.
+func syntheticImage(w, h int, seed uint64) *imageio.RGB8 {
+	r := rand.New(rand.NewPCG(seed, 1))
+	m := imageio.NewRGB8(w, h)
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			fy, fx := float64(y)/float64(h), float64(x)/float64(w)
+			cr, cg, cb := 90+120*fy, 140+80*fy, 220-40*fy // sky
+			if fy > 0.55 {
+				cr, cg, cb = 70+60*fx, 110+40*fy, 60 // ground
+			}
+			if fx > 0.3 && fx < 0.6 && fy > 0.25 && fy < 0.75 { // building
+				cr, cg, cb = 150, 140, 130
+				if (x/6)%2 == 0 && (y/8)%2 == 0 {
+					cr, cg, cb = 60, 70, 90
+				}
+			}
+			n := r.NormFloat64() * 6
+			i := 3 * (y*w + x)
+			m.Pix[i] = clampByte(cr + n)
+			m.Pix[i+1] = clampByte(cg + n)
+			m.Pix[i+2] = clampByte(cb + n)
+		}
+	}
+	return m
+}
+
+func clampByte(v float64) uint8 {
+	if v < 0 {
+		return 0
+	}
+	if v > 255 {
+		return 255
+	}
+	return uint8(v)
+}
+
+// resetPeakRSS resets the kernel's high-water mark (Linux) so that peakRSS
+// measures the inference, not the model build.
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// peakRSS reads VmHWM (Linux), in bytes; 0 elsewhere.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}
+
+var _ = tensor.New
