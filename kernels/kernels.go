@@ -1,6 +1,10 @@
 package kernels
 
-import "math"
+import (
+	"math"
+
+	"github.com/osediff-go/osediff/parallel"
+)
 
 // Sgemm computes C = alpha·op(A)·op(B) + beta·C for row-major matrices, with
 // op(X) = X or Xᵀ. op(A) is m×k, op(B) is k×n, C is m×n; lda, ldb, ldc are
@@ -8,14 +12,33 @@ import "math"
 //
 //	for i < m, j < n: c[i*ldc+j] = alpha*sum_p A(i,p)*B(p,j) + beta*c[i*ldc+j]
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m <= 0 || n <= 0 {
+		return
+	}
+	if ar := pickArch(m); ar != nil {
+		sgemmFast(ar, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
 	sgemmRef(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 // SgemmBatch runs batch independent Sgemm calls; matrix i of A, B and C starts
 // at i*strideA, i*strideB, i*strideC.
 func SgemmBatch(batch int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda, strideA int, b []float32, ldb, strideB int, beta float32, c []float32, ldc, strideC int) {
-	for i := 0; i < batch; i++ {
+	one := func(i int) {
 		Sgemm(transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, c[i*strideC:], ldc)
+	}
+	if batch >= parallel.Threads() && m*n*max(k, 1) < 1<<22 {
+		// Many small products: one per worker (the nested Sgemm runs serially).
+		parallel.For(batch, 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				one(i)
+			}
+		})
+		return
+	}
+	for i := 0; i < batch; i++ {
+		one(i)
 	}
 }
 
@@ -72,6 +95,10 @@ func (p Conv2DParams) OutSize(h, w int) (int, int) {
 //	y[b,o,i,j] = bias[o] + sum_{c,u,v} x[b,c,i*sH-padT+u*dH, j*sW-padL+v*dW]*w[o,c,u,v]
 //	(out-of-image x reads as 0)
 func Conv2D(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
+	if ar := pickArch(p.OutC); ar != nil {
+		conv2DFast(ar, p, n, h, w, x, weight, bias, y)
+		return
+	}
 	conv2DRef(p, n, h, w, x, weight, bias, y)
 }
 
@@ -113,6 +140,10 @@ func conv2DRef(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
 // with biased variance, then y = xhat*gamma[ch] + beta[ch], then SiLU when
 // silu is set. gamma/beta may be nil (1 and 0). y may alias x.
 func GroupNorm(x, y []float32, n, c, hw, groups int, eps float32, gamma, beta []float32, silu bool) {
+	if v := fast(); v != nil {
+		groupNormFast(v, x, y, n, c, hw, groups, eps, gamma, beta, silu)
+		return
+	}
 	groupNormRef(x, y, n, c, hw, groups, eps, gamma, beta, silu)
 }
 
@@ -160,6 +191,14 @@ func groupNormRef(x, y []float32, n, c, hw, groups int, eps float32, gamma, beta
 // LayerNorm normalises each of rows rows of cols values (biased variance):
 // y = (x-mean)/sqrt(var+eps)*gamma + beta. gamma/beta may be nil. y may alias x.
 func LayerNorm(x, y []float32, rows, cols int, eps float32, gamma, beta []float32) {
+	if v := fast(); v != nil {
+		layerNormFast(v, x, y, rows, cols, eps, gamma, beta)
+		return
+	}
+	layerNormRef(x, y, rows, cols, eps, gamma, beta)
+}
+
+func layerNormRef(x, y []float32, rows, cols int, eps float32, gamma, beta []float32) {
 	for r := 0; r < rows; r++ {
 		row := x[r*cols : (r+1)*cols]
 		var sum float64
@@ -190,6 +229,14 @@ func LayerNorm(x, y []float32, rows, cols int, eps float32, gamma, beta []float3
 
 // Softmax replaces each of rows rows of cols values by its softmax (max-subtracted).
 func Softmax(x []float32, rows, cols int) {
+	if v := fast(); v != nil {
+		softmaxFast(v, x, rows, cols)
+		return
+	}
+	softmaxRef(x, rows, cols)
+}
+
+func softmaxRef(x []float32, rows, cols int) {
 	for r := 0; r < rows; r++ {
 		row := x[r*cols : (r+1)*cols]
 		mx := float32(math.Inf(-1))
@@ -211,6 +258,14 @@ func Softmax(x []float32, rows, cols int) {
 
 // SiLU: y = x*sigmoid(x). y may alias x.
 func SiLU(x, y []float32) {
+	if v := fast(); v != nil {
+		parallelUn(v, x, y[:len(x)], func(x, y *float32, n int) { v.sigMul(x, y, n, 1) })
+		return
+	}
+	siluRef(x, y)
+}
+
+func siluRef(x, y []float32) {
 	for i, v := range x {
 		y[i] = v / (1 + float32(math.Exp(float64(-v))))
 	}
@@ -218,6 +273,14 @@ func SiLU(x, y []float32) {
 
 // GELU is the exact (erf) GELU: y = x/2*(1+erf(x/√2)). y may alias x.
 func GELU(x, y []float32) {
+	if v := fast(); v != nil {
+		parallelUn(v, x, y[:len(x)], v.gelu)
+		return
+	}
+	geluRef(x, y)
+}
+
+func geluRef(x, y []float32) {
 	for i, v := range x {
 		y[i] = gelu(v)
 	}
@@ -225,18 +288,41 @@ func GELU(x, y []float32) {
 
 // QuickGELU: y = x*sigmoid(1.702x) (CLIP's quick_gelu).
 func QuickGELU(x, y []float32) {
+	if v := fast(); v != nil {
+		parallelUn(v, x, y[:len(x)], func(x, y *float32, n int) { v.sigMul(x, y, n, 1.702) })
+		return
+	}
+	quickGELURef(x, y)
+}
+
+func quickGELURef(x, y []float32) {
 	for i, v := range x {
 		y[i] = v / (1 + float32(math.Exp(float64(-1.702*v))))
 	}
 }
 
+// gelu is x/2·(1+erf(x/√2)), evaluated as x/2·erfc(-x/√2) in float64 so
+// that the tail x << 0 keeps its relative accuracy.
 func gelu(v float32) float32 {
-	return float32(0.5 * float64(v) * (1 + math.Erf(float64(v)/math.Sqrt2)))
+	return float32(0.5 * float64(v) * math.Erfc(-float64(v)/math.Sqrt2))
 }
 
 // GEGLU splits each row of x [rows, 2*cols] into value = x[:, :cols] and
 // gate = x[:, cols:] and writes y [rows, cols] = value * GELU(gate).
 func GEGLU(x, y []float32, rows, cols int) {
+	if v := fast(); v != nil && cols > 0 {
+		parallel.For(rows, max(1, eltGrain/cols), func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				in := x[r*2*cols : (r+1)*2*cols]
+				bin(v, y[r*cols:(r+1)*cols], in[:cols], in[cols:], func(d, a, g *float32, n int) { v.geglu(a, g, d, n) })
+			}
+		})
+		return
+	}
+	gegluRef(x, y, rows, cols)
+}
+
+func gegluRef(x, y []float32, rows, cols int) {
 	for r := 0; r < rows; r++ {
 		in := x[r*2*cols : (r+1)*2*cols]
 		out := y[r*cols : (r+1)*cols]
@@ -248,6 +334,14 @@ func GEGLU(x, y []float32, rows, cols int) {
 
 // Add: dst[i] = a[i] + b[i]. dst may alias a or b.
 func Add(dst, a, b []float32) {
+	if v := fast(); v != nil {
+		parallelBin(v, dst, a, b, v.addv)
+		return
+	}
+	addRef(dst, a, b)
+}
+
+func addRef(dst, a, b []float32) {
 	for i := range dst {
 		dst[i] = a[i] + b[i]
 	}
@@ -255,6 +349,14 @@ func Add(dst, a, b []float32) {
 
 // Mul: dst[i] = a[i] * b[i].
 func Mul(dst, a, b []float32) {
+	if v := fast(); v != nil {
+		parallelBin(v, dst, a, b, v.mulv)
+		return
+	}
+	mulRef(dst, a, b)
+}
+
+func mulRef(dst, a, b []float32) {
 	for i := range dst {
 		dst[i] = a[i] * b[i]
 	}
@@ -262,6 +364,14 @@ func Mul(dst, a, b []float32) {
 
 // AddScaled: dst[i] = a[i] + s*b[i] (axpy).
 func AddScaled(dst, a []float32, s float32, b []float32) {
+	if v := fast(); v != nil {
+		parallelBin(v, dst, a, b, func(d, a, b *float32, n int) { v.axpy(d, a, s, b, n) })
+		return
+	}
+	addScaledRef(dst, a, s, b)
+}
+
+func addScaledRef(dst, a []float32, s float32, b []float32) {
 	for i := range dst {
 		dst[i] = a[i] + s*b[i]
 	}
@@ -269,6 +379,14 @@ func AddScaled(dst, a []float32, s float32, b []float32) {
 
 // Scale: dst[i] = s*a[i].
 func Scale(dst, a []float32, s float32) {
+	if v := fast(); v != nil {
+		parallelUn(v, a[:len(dst)], dst, func(x, y *float32, n int) { v.scaleAdd(y, x, n, s, 0) })
+		return
+	}
+	scaleRef(dst, a, s)
+}
+
+func scaleRef(dst, a []float32, s float32) {
 	for i := range dst {
 		dst[i] = s * a[i]
 	}
@@ -276,6 +394,19 @@ func Scale(dst, a []float32, s float32) {
 
 // AddRowVector adds v [cols] to every row of x [rows, cols] (a Linear bias).
 func AddRowVector(x []float32, rows, cols int, v []float32) {
+	if f := fast(); f != nil && cols > 0 {
+		parallel.For(rows, max(1, eltGrain/cols), func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				row := x[r*cols : (r+1)*cols]
+				bin(f, row, row, v[:cols], f.addv)
+			}
+		})
+		return
+	}
+	addRowVectorRef(x, rows, cols, v)
+}
+
+func addRowVectorRef(x []float32, rows, cols int, v []float32) {
 	for r := 0; r < rows; r++ {
 		row := x[r*cols : (r+1)*cols]
 		for i := range row {
@@ -288,6 +419,23 @@ func AddRowVector(x []float32, rows, cols int, v []float32) {
 // (a per-channel bias, or a ResNet time embedding with n distinct vectors when
 // len(v) == n*c).
 func AddChannelVector(x []float32, n, c, hw int, v []float32) {
+	if fast() != nil && hw > 0 {
+		parallel.For(n*c, max(1, eltGrain/hw), func(lo, hi int) {
+			for bc := lo; bc < hi; bc++ {
+				add := v[bc%c]
+				if len(v) == n*c {
+					add = v[bc]
+				}
+				p := x[bc*hw : (bc+1)*hw]
+				addScalar(p, p, add)
+			}
+		})
+		return
+	}
+	addChannelVectorRef(x, n, c, hw, v)
+}
+
+func addChannelVectorRef(x []float32, n, c, hw int, v []float32) {
 	for b := 0; b < n; b++ {
 		for ch := 0; ch < c; ch++ {
 			add := v[ch]
@@ -334,6 +482,10 @@ type AttentionParams struct {
 //
 //	o[b,i,h,:] = sum_j softmax_j(scale*<q[b,i,h,:], k[b,j,h,:]>) v[b,j,h,:]
 func Attention(p AttentionParams, q, k, v, o []float32) {
+	if ar := pickArch(14); ar != nil && fast() != nil {
+		attentionFast(ar, fast(), p, q, k, v, o)
+		return
+	}
 	attentionRef(p, q, k, v, o)
 }
 
@@ -358,7 +510,7 @@ func attentionRef(p AttentionParams, q, k, v, o []float32) {
 					}
 					s[j] = d * p.Scale
 				}
-				Softmax(s[:n], 1, n)
+				softmaxRef(s[:n], 1, n)
 				oi := ob[i*p.LdO+c0 : i*p.LdO+c0+p.Dim]
 				for t := range oi {
 					oi[t] = 0

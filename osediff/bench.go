@@ -16,7 +16,6 @@ import (
 	"github.com/osediff-go/osediff/model/ram"
 	"github.com/osediff-go/osediff/model/unet"
 	"github.com/osediff-go/osediff/model/vae"
-	"github.com/osediff-go/osediff/tensor"
 )
 
 // fixedTokenizer stands in for the CLIP tokenizer when no vocabulary is at
@@ -52,7 +51,12 @@ func NewRandom(seed uint64, tagger bool) (*Pipeline, error) {
 	p.ScalingFactor = float32(vc.ScalingFactor)
 	checkpoint.RandomInit(p.VAE, seed+2)
 	if tagger {
-		p.Tagger = ram.NewRandom(ram.DefaultConfig(), seed+3)
+		cfg := ram.DefaultConfig()
+		m := ram.NewRAMLora(cfg)
+		checkpoint.RandomInit(m, seed+3)
+		if p.Tagger, err = ram.NewTagger(m, cfg); err != nil {
+			return nil, err
+		}
 	}
 	return p, nil
 }
@@ -107,7 +111,7 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string) (*BenchR
 	total := time.Since(t0).Seconds()
 	W, H := res.Plan.W, res.Plan.H
 	h, w := H/8, W/8
-	ucfg := p.UNet.Cfg
+	ucfg := p.UNet.Config
 	unetFLOPs := 0.0
 	if h*w <= 96*96 {
 		unetFLOPs = unet.FLOPs(ucfg, h, w, 77)
@@ -117,13 +121,13 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string) (*BenchR
 		}
 	}
 	flops := map[string]float64{
-		"text_encoder": clip.FLOPs(p.TextEncoder.Cfg, 77),
+		"text_encoder": clip.FLOPs(p.TextEncoder.Config, 77),
 		"vae_encode":   vae.EncoderFLOPs(p.VAE.Cfg, H, W),
 		"unet":         unetFLOPs,
 		"vae_decode":   vae.DecoderFLOPs(p.VAE.Cfg, h, w),
 	}
 	if p.Tagger != nil {
-		flops["tagger"] = ram.FLOPs(p.Tagger.Cfg)
+		flops["tagger"] = ram.FLOPs(p.Tagger.Config)
 	}
 	peak := kernels.PeakGFLOPs()
 	br := &BenchResult{Case: name, Precision: precision, TotalSeconds: total, PeakGFLOPs: peak}
@@ -202,5 +206,3 @@ func peakRSS() int64 {
 	}
 	return 0
 }
-
-var _ = tensor.New

@@ -37,7 +37,7 @@ func LoadSchedulerConfig(path string) (SchedulerConfig, error) {
 
 // AlphasCumprod computes DDPMScheduler.alphas_cumprod in float32 as torch does:
 // betas from a float32 linspace (scaled_linear: of the square roots, then
-// squared), alphas = 1 - betas, cumulative product in float32.
+// squared), alphas = 1 - betas, cumulative product accumulated in float64.
 func (c SchedulerConfig) AlphasCumprod() ([]float32, error) {
 	n := c.NumTrainTimesteps
 	var betas []float32
@@ -60,31 +60,45 @@ func (c SchedulerConfig) AlphasCumprod() ([]float32, error) {
 	default:
 		return nil, fmt.Errorf("scheduler: beta_schedule %q not supported", c.BetaSchedule)
 	}
+	// torch.cumprod accumulates float32 in double on the CPU.
 	ac := make([]float32, n)
-	p := float32(1)
+	p := 1.0
 	for i, b := range betas {
-		p *= 1 - b
-		ac[i] = p
+		p *= float64(1 - b)
+		ac[i] = float32(p)
 	}
 	return ac, nil
 }
 
-// linspace32 reproduces torch.linspace on float32 (CPU kernel): the first half
-// counts up from start, the second half down from end.
+// linspace32 reproduces torch.linspace on float32 as the reference's torch
+// (1.13, AVX2 kernel) computes it, bit for bit: step = (end-start)/(steps-1);
+// 8-wide chunks whose base is start + step·idx (first half) or
+// end - step·(steps-1-idx) (second half), each contracted into one fused
+// multiply-add by the compiler, then base + i·step per lane; a scalar tail.
 func linspace32(start, end float32, steps int) []float32 {
 	out := make([]float32, steps)
 	if steps == 1 {
 		out[0] = start
 		return out
 	}
+	const lanes = 8
 	step := (end - start) / float32(steps-1)
 	half := steps / 2
-	for i := range out {
-		if i < half {
-			out[i] = start + step*float32(i)
-		} else {
-			out[i] = end - step*float32(steps-i-1)
+	base := func(idx int) float32 {
+		if idx < half {
+			return float32(math.FMA(float64(step), float64(idx), float64(start)))
 		}
+		return float32(math.FMA(-float64(step), float64(steps-idx-1), float64(end)))
+	}
+	idx := 0
+	for ; idx+lanes <= steps; idx += lanes {
+		b := base(idx)
+		for i := 0; i < lanes; i++ {
+			out[idx+i] = b + float32(i)*step
+		}
+	}
+	for ; idx < steps; idx++ {
+		out[idx] = base(idx)
 	}
 	return out
 }

@@ -233,7 +233,7 @@ func (s *Server) newJob(r *http.Request) (*Job, *apiError) {
 	if ps == 0 {
 		ps = 512
 	}
-	plan, err := osediff.PlanPreprocess(img.Width(), img.Height(), effScale(opts.Scale), ps)
+	plan, err := osediff.PlanPreprocess(img.RGB.W, img.RGB.H, effScale(opts.Scale), ps)
 	if err != nil {
 		return nil, errf(http.StatusBadRequest, "bad_option", "%v", err)
 	}
@@ -450,14 +450,14 @@ func (s *Server) runJob(j *Job) {
 		if err = imageio.Encode(&buf, out, j.format, s.cfg.JPEGQuality); err == nil {
 			j.mu.Lock()
 			j.result, j.contentType = buf.Bytes(), contentType(j.format)
-			j.width, j.height = out.Width(), out.Height()
+			j.width, j.height = out.RGB.W, out.RGB.H
 			if res != nil {
 				j.tags = res.Tags
 			}
 			j.mu.Unlock()
 			s.metrics.latency.Observe(time.Since(t0).Seconds())
 			s.metrics.images.Inc()
-			s.metrics.pixels.Add(float64(out.Width() * out.Height()))
+			s.metrics.pixels.Add(float64(out.RGB.W * out.RGB.H))
 			j.setState(StateDone, nil, "")
 			return
 		}

@@ -67,7 +67,7 @@ func cmdTags(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		scores := map[string]float32{}
 		for i, name := range res.Tags {
-			scores[name] = res.TagScores[i]
+			scores[name] = res.Scores[res.Indices[i]]
 		}
 		out := map[string]any{"tags": nonNil(res.Tags), "scores": scores}
 		if fs.Lookup("prompt") != nil && *prompt != "" {

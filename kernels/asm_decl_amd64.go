@@ -1,0 +1,204 @@
+// Code generated from kernels_amd64.s signatures; keep in sync with gen_asm.go.
+
+//go:build !noasm
+
+package kernels
+
+// gemm512p14x32 computes, for i < 14, j < 32, with A(i,p) = a[p*14+i] (packed) or a[i*lda+p] (strided)
+// and B(p,j) = b[p*32+j]:
+//
+//	s := sum_{p<k} A(i,p)*B(p,j)
+//	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
+//
+//go:noescape
+func gemm512p14x32(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+
+// gemm512s14x32 computes, for i < 14, j < 32, with A(i,p) = a[p*14+i] (packed) or a[i*lda+p] (strided)
+// and B(p,j) = b[p*32+j]:
+//
+//	s := sum_{p<k} A(i,p)*B(p,j)
+//	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
+//
+//go:noescape
+func gemm512s14x32(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+
+// gemm512p8x48 computes, for i < 8, j < 48, with A(i,p) = a[p*8+i] (packed) or a[i*lda+p] (strided)
+// and B(p,j) = b[p*48+j]:
+//
+//	s := sum_{p<k} A(i,p)*B(p,j)
+//	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
+//
+//go:noescape
+func gemm512p8x48(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+
+// gemm512s8x48 computes, for i < 8, j < 48, with A(i,p) = a[p*8+i] (packed) or a[i*lda+p] (strided)
+// and B(p,j) = b[p*48+j]:
+//
+//	s := sum_{p<k} A(i,p)*B(p,j)
+//	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
+//
+//go:noescape
+func gemm512s8x48(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+
+// gemm256p6x16 computes, for i < 6, j < 16, with A(i,p) = a[p*6+i] (packed) or a[i*lda+p] (strided)
+// and B(p,j) = b[p*16+j]:
+//
+//	s := sum_{p<k} A(i,p)*B(p,j)
+//	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
+//
+//go:noescape
+func gemm256p6x16(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+
+// gemm256s6x16 computes, for i < 6, j < 16, with A(i,p) = a[p*6+i] (packed) or a[i*lda+p] (strided)
+// and B(p,j) = b[p*16+j]:
+//
+//	s := sum_{p<k} A(i,p)*B(p,j)
+//	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
+//
+//go:noescape
+func gemm256s6x16(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+
+// packRows512_32 copies, for p < k, dst[p*32 : (p+1)*32] = src[offs[p] : offs[p]+32].
+//
+//go:noescape
+func packRows512_32(dst, src *float32, offs *int, k int)
+
+// packRows512_48 copies, for p < k, dst[p*48 : (p+1)*48] = src[offs[p] : offs[p]+48].
+//
+//go:noescape
+func packRows512_48(dst, src *float32, offs *int, k int)
+
+// packRows256_16 copies, for p < k, dst[p*16 : (p+1)*16] = src[offs[p] : offs[p]+16].
+//
+//go:noescape
+func packRows256_16(dst, src *float32, offs *int, k int)
+
+// expScaleSum512 sets x[i] = exp(x[i]*scale - shift) for i < n (n a multiple of the lane count) and returns the sum.
+//
+//go:noescape
+func expScaleSum512(x *float32, n int, scale, shift float32) float32
+
+// maxv512 returns max(x[0:n]) (n > 0, a multiple of the lane count).
+//
+//go:noescape
+func maxv512(x *float32, n int) float32
+
+// affineAct512 sets y[i] = a*x[i] + b, then y[i] = y[i]/(1+exp(-y[i])) when act != 0.
+//
+//go:noescape
+func affineAct512(x, y *float32, n int, a, b float32, act int)
+
+// sigMul512 sets y[i] = x[i] / (1 + exp(-alpha*x[i])).
+//
+//go:noescape
+func sigMul512(x, y *float32, n int, alpha float32)
+
+// sumStats512 returns sum(x[i]-shift) and sum((x[i]-shift)^2), accumulated in float64.
+//
+//go:noescape
+func sumStats512(x *float32, n int, shift float32) (sum, sumsq float64)
+
+// normAffine512 sets y[i] = (x[i]-m)*inv*gamma[i] + beta[i].
+//
+//go:noescape
+func normAffine512(x, y, gamma, beta *float32, n int, m, inv float32)
+
+// addv512 sets dst[i] = a[i] + b[i].
+//
+//go:noescape
+func addv512(dst, a, b *float32, n int)
+
+// mulv512 sets dst[i] = a[i] * b[i].
+//
+//go:noescape
+func mulv512(dst, a, b *float32, n int)
+
+// axpy512 sets dst[i] = a[i] + s*b[i].
+//
+//go:noescape
+func axpy512(dst, a *float32, s float32, b *float32, n int)
+
+// scaleAdd512 sets dst[i] = s*a[i] + t.
+//
+//go:noescape
+func scaleAdd512(dst, a *float32, n int, s, t float32)
+
+// gelu512 sets y[i] = x[i]/2 * (1 + erf(x[i]/√2)).
+//
+//go:noescape
+func gelu512(x, y *float32, n int)
+
+// geglu512 sets y[i] = a[i] * x/2*(1+erf(x/√2)) with x = g[i].
+//
+//go:noescape
+func geglu512(a, gate, y *float32, n int)
+
+// fmaLoop512 runs n iterations of 12 independent register-only FMAs (the peak probe).
+//
+//go:noescape
+func fmaLoop512(n int)
+
+// expScaleSum256 sets x[i] = exp(x[i]*scale - shift) for i < n (n a multiple of the lane count) and returns the sum.
+//
+//go:noescape
+func expScaleSum256(x *float32, n int, scale, shift float32) float32
+
+// maxv256 returns max(x[0:n]) (n > 0, a multiple of the lane count).
+//
+//go:noescape
+func maxv256(x *float32, n int) float32
+
+// affineAct256 sets y[i] = a*x[i] + b, then y[i] = y[i]/(1+exp(-y[i])) when act != 0.
+//
+//go:noescape
+func affineAct256(x, y *float32, n int, a, b float32, act int)
+
+// sigMul256 sets y[i] = x[i] / (1 + exp(-alpha*x[i])).
+//
+//go:noescape
+func sigMul256(x, y *float32, n int, alpha float32)
+
+// sumStats256 returns sum(x[i]-shift) and sum((x[i]-shift)^2), accumulated in float64.
+//
+//go:noescape
+func sumStats256(x *float32, n int, shift float32) (sum, sumsq float64)
+
+// normAffine256 sets y[i] = (x[i]-m)*inv*gamma[i] + beta[i].
+//
+//go:noescape
+func normAffine256(x, y, gamma, beta *float32, n int, m, inv float32)
+
+// addv256 sets dst[i] = a[i] + b[i].
+//
+//go:noescape
+func addv256(dst, a, b *float32, n int)
+
+// mulv256 sets dst[i] = a[i] * b[i].
+//
+//go:noescape
+func mulv256(dst, a, b *float32, n int)
+
+// axpy256 sets dst[i] = a[i] + s*b[i].
+//
+//go:noescape
+func axpy256(dst, a *float32, s float32, b *float32, n int)
+
+// scaleAdd256 sets dst[i] = s*a[i] + t.
+//
+//go:noescape
+func scaleAdd256(dst, a *float32, n int, s, t float32)
+
+// gelu256 sets y[i] = x[i]/2 * (1 + erf(x[i]/√2)).
+//
+//go:noescape
+func gelu256(x, y *float32, n int)
+
+// geglu256 sets y[i] = a[i] * x/2*(1+erf(x/√2)) with x = g[i].
+//
+//go:noescape
+func geglu256(a, gate, y *float32, n int)
+
+// fmaLoop256 runs n iterations of 12 independent register-only FMAs (the peak probe).
+//
+//go:noescape
+func fmaLoop256(n int)

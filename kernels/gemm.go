@@ -1,0 +1,265 @@
+package kernels
+
+import (
+	"sync"
+
+	"github.com/osediff-go/osediff/parallel"
+)
+
+// Blocking of the packed GEMM (Goto/BLIS style): a kc×nc panel of B is
+// packed per worker and stays in L2; A is read as mr-row panels (packed or
+// straight from row-major memory); the micro-kernel keeps an mr×nr tile of C
+// in registers.
+var (
+	gemmKC = 256
+	gemmNC = 512
+)
+
+// aSource is the A operand of gemmRun: either pre-packed panels
+// (packed[pc*mp*mr + ip*kc*mr + p*mr + i], mp = ceil(m/mr)) or row-major
+// memory read in place (A(i,p) = a[i*lda+p]).
+type aSource struct {
+	packed []float32
+	a      []float32
+	lda    int
+}
+
+// bPacker fills dst[jp*kc*nr + p*nr + j] = B(pc+p, j0+jp*nr+j) for p < kc and
+// the columns [j0, j0+nc), zero (or anything finite) past the last column.
+type bPacker func(dst []float32, pc, kc, j0, nc int)
+
+// scratch pools, keyed by nothing: buffers grow as needed.
+var scratchPool sync.Pool
+
+func getScratch(n int) *[]float32 {
+	if p, ok := scratchPool.Get().(*[]float32); ok && cap(*p) >= n {
+		*p = (*p)[:n]
+		return p
+	}
+	s := make([]float32, n)
+	return &s
+}
+
+func putScratch(p *[]float32) { scratchPool.Put(p) }
+
+// pickArch returns the tile family of the current level that wastes the
+// fewest rows for m (nil at Generic).
+func pickArch(m int) *gemmArch {
+	as := gemmArchs[CurrentISA()]
+	if len(as) == 0 {
+		return nil
+	}
+	best := as[0]
+	bw := (m+best.mr-1)/best.mr*best.mr - m
+	for _, a := range as[1:] {
+		if w := (m+a.mr-1)/a.mr*a.mr - m; w*best.mr < bw*a.mr {
+			best, bw = a, w
+		}
+	}
+	return best
+}
+
+// gemmRun computes C (+)= A·B for m×k A (see aSource) and k×n B (packed on
+// the fly by packB) into row-major C (ldc), adding to C when accumulate is
+// set. Work is split over the pool along N (or M when N is narrow).
+func gemmRun(ar *gemmArch, m, n, k int, A aSource, packB bPacker, c []float32, ldc int, accumulate bool) {
+	if m <= 0 || n <= 0 {
+		return
+	}
+	mr, nr := ar.mr, ar.nr
+	mp := (m + mr - 1) / mr
+	np := (n + nr - 1) / nr
+	workers := parallel.Threads()
+	if flops := m * n * max(k, 1); flops < 1<<16 {
+		workers = 1
+	}
+	splitN := np >= 2*workers || mp < workers
+	var items int
+	if splitN {
+		items = np
+	} else {
+		items = mp
+	}
+	workers = min(workers, items)
+	parallel.Run(workers, func(w, nw int) {
+		lo, hi := w*items/nw, (w+1)*items/nw
+		i0, i1, j0, j1 := 0, mp, 0, n
+		if splitN {
+			j0, j1 = lo*nr, min(hi*nr, n)
+		} else {
+			i0, i1 = lo, hi
+		}
+		if i0 >= i1 || j0 >= j1 {
+			return
+		}
+		gemmBlock(ar, m, k, mp, i0, i1, j0, j1, A, packB, c, ldc, accumulate)
+	})
+}
+
+// gemmBlock runs row panels [i0,i1) × columns [j0,j1) on the calling goroutine.
+func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, packB bPacker, c []float32, ldc int, accumulate bool) {
+	mr, nr := ar.mr, ar.nr
+	kcMax := min(gemmKC, max(k, 1))
+	ncb := max(nr, gemmNC/nr*nr) // columns per packed B block
+	ncMax := min(ncb, (j1-j0+nr-1)/nr*nr)
+	bufp := getScratch(kcMax*ncMax + kcMax*mr + mr*nr)
+	defer putScratch(bufp)
+	buf := *bufp
+	bp := buf[:kcMax*ncMax]
+	apart := buf[kcMax*ncMax : kcMax*ncMax+kcMax*mr]
+	tmp := buf[kcMax*ncMax+kcMax*mr:]
+	if k == 0 {
+		if !accumulate {
+			for i := i0 * mr; i < min(i1*mr, m); i++ {
+				clear(c[i*ldc+j0 : i*ldc+j1])
+			}
+		}
+		return
+	}
+	for jc := j0; jc < j1; jc += ncb {
+		nc := min(ncb, j1-jc)
+		for pc := 0; pc < k; pc += gemmKC {
+			kc := min(gemmKC, k-pc)
+			packB(bp, pc, kc, jc, nc)
+			acc := 0
+			if accumulate || pc > 0 {
+				acc = 1
+			}
+			for ip := i0; ip < i1; ip++ {
+				rows := min(mr, m-ip*mr)
+				var ap *float32
+				kern := ar.kp
+				lda := 0
+				switch {
+				case A.packed != nil:
+					ap = &A.packed[pc*mp*mr+ip*kc*mr]
+				case rows == mr:
+					ap, kern, lda = &A.a[ip*mr*A.lda+pc], ar.ks, A.lda
+				default:
+					clear(apart)
+					for r := 0; r < rows; r++ {
+						src := A.a[(ip*mr+r)*A.lda+pc : (ip*mr+r)*A.lda+pc+kc]
+						for p, v := range src {
+							apart[p*mr+r] = v
+						}
+					}
+					ap = &apart[0]
+				}
+				for jp := 0; jp*nr < nc; jp++ {
+					cols := min(nr, nc-jp*nr)
+					cj := jc + jp*nr
+					if rows == mr && cols == nr {
+						kern(kc, ap, lda, &bp[jp*kc*nr], &c[ip*mr*ldc+cj], ldc, acc)
+						continue
+					}
+					kern(kc, ap, lda, &bp[jp*kc*nr], &tmp[0], nr, 0)
+					for r := 0; r < rows; r++ {
+						crow := c[(ip*mr+r)*ldc+cj : (ip*mr+r)*ldc+cj+cols]
+						t := tmp[r*nr : r*nr+cols]
+						if acc == 1 {
+							for i := range crow {
+								crow[i] += t[i]
+							}
+						} else {
+							copy(crow, t)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// matrixB returns a packer for B(p,j) = alpha*b[p*ldb+j] (or alpha*b[j*ldb+p]
+// when trans) with n columns.
+func matrixB(ar *gemmArch, b []float32, ldb, n int, trans bool, alpha float32) bPacker {
+	nr := ar.nr
+	return func(dst []float32, pc, kc, j0, nc int) {
+		for jp := 0; jp*nr < nc; jp++ {
+			d := dst[jp*kc*nr : (jp+1)*kc*nr]
+			jj := j0 + jp*nr
+			w := min(nr, n-jj)
+			if !trans {
+				for p := 0; p < kc; p++ {
+					row := b[(pc+p)*ldb+jj : (pc+p)*ldb+jj+w]
+					dr := d[p*nr : p*nr+nr]
+					if alpha == 1 {
+						copy(dr, row)
+					} else {
+						for j, v := range row {
+							dr[j] = alpha * v
+						}
+					}
+					clear(dr[w:])
+				}
+				continue
+			}
+			if w < nr {
+				clear(d)
+			}
+			for j := 0; j < w; j++ {
+				src := b[(jj+j)*ldb+pc : (jj+j)*ldb+pc+kc]
+				if alpha == 1 {
+					for p, v := range src {
+						d[p*nr+j] = v
+					}
+				} else {
+					for p, v := range src {
+						d[p*nr+j] = alpha * v
+					}
+				}
+			}
+		}
+	}
+}
+
+// packATrans packs A(i,p) = a[p*lda+i] (m×k) into the aSource panel layout.
+func packATrans(ar *gemmArch, m, k int, a []float32, lda int, dst []float32) {
+	mr := ar.mr
+	mp := (m + mr - 1) / mr
+	parallel.For(mp, 4, func(lo, hi int) {
+		for pc := 0; pc < k; pc += gemmKC {
+			kc := min(gemmKC, k-pc)
+			for ip := lo; ip < hi; ip++ {
+				d := dst[pc*mp*mr+ip*kc*mr : pc*mp*mr+(ip+1)*kc*mr]
+				rows := min(mr, m-ip*mr)
+				for p := 0; p < kc; p++ {
+					src := a[(pc+p)*lda+ip*mr : (pc+p)*lda+ip*mr+rows]
+					copy(d[p*mr:], src)
+					clear(d[p*mr+rows : p*mr+mr])
+				}
+			}
+		}
+	})
+}
+
+// sgemmFast is Sgemm on the micro-kernels of the current level.
+func sgemmFast(ar *gemmArch, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if k == 0 || alpha == 0 {
+		for i := 0; i < m; i++ {
+			row := c[i*ldc : i*ldc+n]
+			if beta == 0 {
+				clear(row)
+			} else if beta != 1 {
+				Scale(row, row, beta)
+			}
+		}
+		return
+	}
+	accumulate := beta != 0
+	if beta != 0 && beta != 1 {
+		for i := 0; i < m; i++ {
+			row := c[i*ldc : i*ldc+n]
+			Scale(row, row, beta)
+		}
+	}
+	A := aSource{a: a, lda: lda}
+	if transA {
+		mp := (m + ar.mr - 1) / ar.mr
+		pp := getScratch(mp * ar.mr * k)
+		defer putScratch(pp)
+		packATrans(ar, m, k, a, lda, *pp)
+		A = aSource{packed: *pp}
+	}
+	gemmRun(ar, m, n, k, A, matrixB(ar, b, ldb, n, transB, alpha), c, ldc, accumulate)
+}

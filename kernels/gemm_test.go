@@ -1,0 +1,107 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// levels returns the ISA levels this machine can run (both fast paths on an
+// AVX-512 machine, plus the reference).
+func levels() []ISA {
+	var ls []ISA
+	for l := Generic; l <= DetectedISA(); l++ {
+		if l == Generic || gemmArchs[l] != nil {
+			ls = append(ls, l)
+		}
+	}
+	return ls
+}
+
+// withISA runs f at level l and restores the previous level.
+func withISA(t testing.TB, l ISA, f func()) {
+	prev := SetISA(l)
+	defer SetISA(prev)
+	f()
+}
+
+func randSlice(r *rand.Rand, n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32(r.NormFloat64())
+	}
+	return s
+}
+
+// closeRel reports the first index where got and want differ by more than
+// tol*(scale) with scale = max(|want|, floor).
+func firstDiff(got, want []float32, tol, floor float64) (int, float64) {
+	for i := range want {
+		d := math.Abs(float64(got[i]) - float64(want[i]))
+		if math.IsNaN(float64(got[i])) != math.IsNaN(float64(want[i])) || d > tol*math.Max(math.Abs(float64(want[i])), floor) {
+			return i, d
+		}
+	}
+	return -1, 0
+}
+
+var awkward = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31, 33, 63, 65, 127, 257}
+
+// Sgemm tolerance: |got-want| <= 1e-5 * (sum_p |A(i,p)||B(p,j)| + |beta c|),
+// the float32 summation-order bound for k up to ~300 with unit normal data.
+func TestSgemmConformance(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	type tc struct {
+		m, n, k     int
+		ta, tb      bool
+		alpha, beta float32
+		off         int
+	}
+	var cases []tc
+	for _, s := range awkward {
+		cases = append(cases, tc{s, s, s, false, false, 1, 0, 0})
+		cases = append(cases, tc{s, 17, 33, true, false, 1, 0.5, 1})
+		cases = append(cases, tc{33, s, 9, false, true, -0.7, 1, 3})
+		cases = append(cases, tc{15, 31, s, true, true, 2, -1, 1})
+	}
+	cases = append(cases, tc{130, 300, 600, false, false, 1, 0, 0}, tc{257, 65, 513, false, true, 1, 1, 2}, tc{29, 1100, 270, true, false, 1.5, 0, 0})
+	for _, l := range levels()[1:] {
+		for _, c := range cases {
+			name := fmt.Sprintf("%v/%dx%dx%d/ta=%v/tb=%v/a=%g/b=%g/off=%d", l, c.m, c.n, c.k, c.ta, c.tb, c.alpha, c.beta, c.off)
+			lda, ldb, ldc := c.k+c.off, c.n+c.off, c.n+2*c.off
+			if c.ta {
+				lda = c.m + c.off
+			}
+			if c.tb {
+				ldb = c.k + c.off
+			}
+			a := randSlice(r, c.off+max(c.m, c.k)*lda+1)[c.off:]
+			b := randSlice(r, c.off+max(c.n, c.k)*ldb+1)[c.off:]
+			c0 := randSlice(r, c.off+c.m*ldc+1)[c.off:]
+			if c.beta == 0 {
+				for i := range c0 {
+					c0[i] = float32(math.NaN())
+				}
+			}
+			want := append([]float32(nil), c0...)
+			got := append([]float32(nil), c0...)
+			sgemmRef(c.ta, c.tb, c.m, c.n, c.k, c.alpha, a, lda, b, ldb, c.beta, want, ldc)
+			withISA(t, l, func() { Sgemm(c.ta, c.tb, c.m, c.n, c.k, c.alpha, a, lda, b, ldb, c.beta, got, ldc) })
+			for i := 0; i < c.m; i++ {
+				for j := 0; j < c.n; j++ {
+					g, w := got[i*ldc+j], want[i*ldc+j]
+					if d := math.Abs(float64(g - w)); !(d <= 1e-5*float64(c.k+1)*3) {
+						t.Fatalf("%s: C[%d,%d] = %g, want %g", name, i, j, g, w)
+					}
+				}
+				// Padding between rows untouched.
+				for j := c.n; j < ldc && i*ldc+j < len(got); j++ {
+					if g, w := got[i*ldc+j], want[i*ldc+j]; !(g == w || g != g && w != w) {
+						t.Fatalf("%s: padding C[%d,%d] changed", name, i, j)
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,729 @@
+//go:build ignore
+
+// gen_asm writes kernels_amd64.s: the GEMM micro-kernels and the vectorised
+// element-wise loops, once for AVX-512 (zmm, suffix 512) and once for
+// AVX2+FMA (ymm, suffix 256). Run it with `go generate ./kernels`.
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+)
+
+var out bytes.Buffer
+
+func p(format string, args ...any) { fmt.Fprintf(&out, "\t"+format+"\n", args...) }
+func label(s string)               { fmt.Fprintf(&out, "%s:\n", s) }
+
+// isa describes one vector width.
+type isa struct {
+	suffix string
+	w      int    // float32 lanes
+	reg    string // "Z" or "Y"
+	nregs  int
+}
+
+var (
+	avx512 = isa{"512", 16, "Z", 32}
+	avx2   = isa{"256", 8, "Y", 16}
+)
+
+func (s isa) r(i int) string { return fmt.Sprintf("%s%d", s.reg, i) }
+
+// x returns the 128-bit name of register i.
+func x(i int) string { return fmt.Sprintf("X%d", i) }
+
+// y returns the 256-bit name of register i.
+func y(i int) string { return fmt.Sprintf("Y%d", i) }
+
+// Constants: each is repeated 16 times (64 bytes) so that both widths can use
+// it as a full-width memory operand.
+var constNames []string
+var constBits []uint32
+
+func defConst(name string, bits uint32) {
+	constNames = append(constNames, name)
+	constBits = append(constBits, bits)
+}
+
+func f32(v float64) uint32 { return math.Float32bits(float32(v)) }
+
+func c(name string) string {
+	for i, n := range constNames {
+		if n == name {
+			return fmt.Sprintf("·kconst+%d(SB)", i*64)
+		}
+	}
+	panic("no constant " + name)
+}
+
+func init() {
+	defConst("log2e", f32(1.44269504088896341))
+	defConst("ln2hi", f32(0.693359375))
+	defConst("ln2lo", f32(-2.12194440e-4))
+	defConst("explo", f32(-87.33654))
+	defConst("exphi", f32(88.3762626647949))
+	defConst("ep0", f32(1.9875691500e-4))
+	defConst("ep1", f32(1.3981999507e-3))
+	defConst("ep2", f32(8.3334519073e-3))
+	defConst("ep3", f32(4.1665795894e-2))
+	defConst("ep4", f32(1.6666665459e-1))
+	defConst("ep5", f32(5.0000001201e-1))
+	defConst("one", f32(1))
+	defConst("i127", 127)
+	defConst("half", f32(0.5))
+	defConst("absmask", 0x7fffffff)
+	defConst("signmask", 0x80000000)
+	defConst("rsqrt2", f32(1/math.Sqrt2))
+	defConst("zero", 0)
+	defConst("negone", f32(-1))
+	for i, v := range erfSmall {
+		defConst(fmt.Sprintf("es%d", i), f32(v))
+	}
+	for i, v := range erfcMid {
+		defConst(fmt.Sprintf("em%d", i), f32(v))
+	}
+	for i, v := range erfcBig {
+		defConst(fmt.Sprintf("eb%d", i), f32(v))
+	}
+	defConst("esa", f32(erfSmallScale[0]))
+	defConst("esb", f32(erfSmallScale[1]))
+	defConst("ema", f32(erfcMidScale[0]))
+	defConst("emb", f32(erfcMidScale[1]))
+	defConst("eba", f32(erfcBigScale[0]))
+	defConst("ebb", f32(erfcBigScale[1]))
+	defConst("erfsplit", f32(erfSplit))
+	defConst("erfsplit2", f32(erfSplit2))
+	defConst("erfmax", f32(erfMax))
+}
+
+// ---------------------------------------------------------------- GEMM
+
+// gemmKernel emits C[mr×nv*w] (+)= A·B for k steps. Packed A is [k][mr];
+// strided A is mr rows of row stride lda. Packed B is [k][nv*w].
+func gemmKernel(s isa, mr, nv int, strided bool) {
+	name := fmt.Sprintf("gemm%s%s%dx%d", s.suffix, map[bool]string{false: "p", true: "s"}[strided], mr, nv*s.w)
+	nacc := mr * nv
+	if nacc+nv+2 > s.nregs {
+		panic("too many registers for " + name)
+	}
+	bReg := func(j int) string { return s.r(nacc + j) }
+	aReg := func(t int) string { return s.r(nacc + nv + t%2) }
+	acc := func(i, j int) string { return s.r(i*nv + j) }
+	fmt.Fprintf(&out, "\n// func %s(k int, a *float32, lda int, b, c *float32, ldc int, acc int)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-56\n", name)
+	p("MOVQ k+0(FP), CX")
+	p("MOVQ a+8(FP), SI")
+	p("MOVQ lda+16(FP), R11")
+	p("SHLQ $2, R11")
+	p("MOVQ b+24(FP), DI")
+	p("MOVQ c+32(FP), DX")
+	p("MOVQ ldc+40(FP), R8")
+	p("SHLQ $2, R8")
+	p("MOVQ acc+48(FP), R9")
+	if strided {
+		p("LEAQ (R11)(R11*2), R12") // 3
+		p("LEAQ (R11)(R11*4), R13") // 5
+		p("LEAQ (R12)(R12*1), R14") // 6
+		p("LEAQ (R14)(R11*1), AX")  // 7
+		p("LEAQ (SI)(AX*1), R10")   // row 7
+		p("LEAQ (R10)(AX*1), BX")   // row 14
+	}
+	for i := 0; i < nacc; i++ {
+		if s.reg == "Z" {
+			p("VPXORD %s, %s, %s", s.r(i), s.r(i), s.r(i))
+		} else {
+			p("VXORPS %s, %s, %s", s.r(i), s.r(i), s.r(i))
+		}
+	}
+	lp := name + "loop"
+	st := name + "store"
+	p("TESTQ CX, CX")
+	p("JEQ %s", st)
+	label(lp)
+	for j := 0; j < nv; j++ {
+		p("VMOVUPS %d(DI), %s", j*s.w*4, bReg(j))
+	}
+	for i := 0; i < mr; i++ {
+		var src string
+		if !strided {
+			src = fmt.Sprintf("%d(SI)", i*4)
+		} else {
+			base := []string{"SI", "R10", "BX"}[i/7]
+			switch i % 7 {
+			case 0:
+				src = fmt.Sprintf("(%s)", base)
+			case 1:
+				src = fmt.Sprintf("(%s)(R11*1)", base)
+			case 2:
+				src = fmt.Sprintf("(%s)(R11*2)", base)
+			case 3:
+				src = fmt.Sprintf("(%s)(R12*1)", base)
+			case 4:
+				src = fmt.Sprintf("(%s)(R11*4)", base)
+			case 5:
+				src = fmt.Sprintf("(%s)(R13*1)", base)
+			case 6:
+				src = fmt.Sprintf("(%s)(R14*1)", base)
+			}
+		}
+		p("VBROADCASTSS %s, %s", src, aReg(i))
+		for j := 0; j < nv; j++ {
+			p("VFMADD231PS %s, %s, %s", aReg(i), bReg(j), acc(i, j))
+		}
+	}
+	if strided {
+		p("ADDQ $4, SI")
+		p("ADDQ $4, R10")
+		if mr > 14 {
+			p("ADDQ $4, BX")
+		}
+	} else {
+		p("ADDQ $%d, SI", mr*4)
+	}
+	p("ADDQ $%d, DI", nv*s.w*4)
+	p("DECQ CX")
+	p("JNZ %s", lp)
+	label(st)
+	p("TESTQ R9, R9")
+	p("JEQ %sonly", st)
+	for i := 0; i < mr; i++ {
+		for j := 0; j < nv; j++ {
+			p("VADDPS %d(DX), %s, %s", j*s.w*4, acc(i, j), acc(i, j))
+			p("VMOVUPS %s, %d(DX)", acc(i, j), j*s.w*4)
+		}
+		p("ADDQ R8, DX")
+	}
+	p("VZEROUPPER")
+	p("RET")
+	label(st + "only")
+	for i := 0; i < mr; i++ {
+		for j := 0; j < nv; j++ {
+			p("VMOVUPS %s, %d(DX)", acc(i, j), j*s.w*4)
+		}
+		p("ADDQ R8, DX")
+	}
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// packRows copies nr floats from src+offs[p] (in floats) to dst+p*nr for p < k.
+func packRows(s isa, nv int) {
+	name := fmt.Sprintf("packRows%s_%d", s.suffix, nv*s.w)
+	fmt.Fprintf(&out, "\n// func %s(dst, src *float32, offs *int, k int)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-32\n", name)
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ src+8(FP), SI")
+	p("MOVQ offs+16(FP), BX")
+	p("MOVQ k+24(FP), CX")
+	p("TESTQ CX, CX")
+	p("JEQ %sdone", name)
+	label(name + "loop")
+	p("MOVQ (BX), AX")
+	for j := 0; j < nv; j++ {
+		p("VMOVUPS %d(SI)(AX*4), %s", j*s.w*4, s.r(j))
+	}
+	for j := 0; j < nv; j++ {
+		p("VMOVUPS %s, %d(DI)", s.r(j), j*s.w*4)
+	}
+	p("ADDQ $8, BX")
+	p("ADDQ $%d, DI", nv*s.w*4)
+	p("DECQ CX")
+	p("JNZ %sloop", name)
+	label(name + "done")
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// ---------------------------------------------------------------- math
+
+// exp computes v = exp(v) in place with temporaries t1, t2, t3
+// (Cephes expf: range reduction by ln2, degree-6 polynomial, 2^n scaling).
+func exp(s isa, v, t1, t2, t3 string) {
+	p("VMAXPS %s, %s, %s", c("explo"), v, v)
+	p("VMINPS %s, %s, %s", c("exphi"), v, v)
+	p("VMULPS %s, %s, %s", c("log2e"), v, t1)
+	if s.reg == "Z" {
+		p("VRNDSCALEPS $0, %s, %s", t1, t1)
+	} else {
+		p("VROUNDPS $0, %s, %s", t1, t1)
+	}
+	p("VFNMADD231PS %s, %s, %s", c("ln2hi"), t1, v)
+	p("VFNMADD231PS %s, %s, %s", c("ln2lo"), t1, v)
+	p("VMOVUPS %s, %s", c("ep0"), t2)
+	for i := 1; i <= 5; i++ {
+		p("VFMADD213PS %s, %s, %s", c(fmt.Sprintf("ep%d", i)), v, t2)
+	}
+	p("VMULPS %s, %s, %s", v, v, t3)
+	p("VFMADD213PS %s, %s, %s", v, t3, t2) // t2 = t3*t2 + v
+	p("VADDPS %s, %s, %s", c("one"), t2, t2)
+	if s.reg == "Z" {
+		p("VSCALEFPS %s, %s, %s", t1, t2, v)
+	} else {
+		p("VCVTPS2DQ %s, %s", t1, t1)
+		p("VPADDD %s, %s, %s", c("i127"), t1, t1)
+		p("VPSLLD $23, %s, %s", t1, t1)
+		p("VMULPS %s, %s, %s", t1, t2, v)
+	}
+}
+
+// sigmul computes v = v * sigmoid(alpha*v) = v / (1 + exp(-alpha*v)); alpha
+// is in register al (negated alpha), temps t1..t4.
+func sigmul(s isa, v, nal, t1, t2, t3, t4 string) {
+	p("VMULPS %s, %s, %s", nal, v, t4)
+	exp(s, t4, t1, t2, t3)
+	p("VADDPS %s, %s, %s", c("one"), t4, t4)
+	p("VDIVPS %s, %s, %s", t4, v, v)
+}
+
+// hsum reduces vector register index i to a scalar in X(i) (clobbers tmp).
+func hsum(s isa, i, tmp int) {
+	if s.reg == "Z" {
+		p("VEXTRACTF32X8 $1, Z%d, Y%d", i, tmp)
+		p("VADDPS Y%d, Y%d, Y%d", tmp, i, i)
+	}
+	p("VEXTRACTF128 $1, Y%d, X%d", i, tmp)
+	p("VADDPS X%d, X%d, X%d", tmp, i, i)
+	p("VMOVHLPS X%d, X%d, X%d", i, tmp, tmp)
+	p("VADDPS X%d, X%d, X%d", tmp, i, i)
+	p("VPSHUFD $1, X%d, X%d", i, tmp)
+	p("VADDSS X%d, X%d, X%d", tmp, i, i)
+}
+
+func hmax(s isa, i, tmp int) {
+	if s.reg == "Z" {
+		p("VEXTRACTF32X8 $1, Z%d, Y%d", i, tmp)
+		p("VMAXPS Y%d, Y%d, Y%d", tmp, i, i)
+	}
+	p("VEXTRACTF128 $1, Y%d, X%d", i, tmp)
+	p("VMAXPS X%d, X%d, X%d", tmp, i, i)
+	p("VMOVHLPS X%d, X%d, X%d", i, tmp, tmp)
+	p("VMAXPS X%d, X%d, X%d", tmp, i, i)
+	p("VPSHUFD $1, X%d, X%d", i, tmp)
+	p("VMAXSS X%d, X%d, X%d", tmp, i, i)
+}
+
+func header(name, sig string, frame int) {
+	fmt.Fprintf(&out, "\n// func %s%s\n", name, sig)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-%d\n", name, frame)
+}
+
+// loop emits a counted loop over n (in CX, multiple of w) with body; SI, DI,
+// DX are advanced by w floats when used.
+func loop(s isa, name string, ptrs []string, body func()) {
+	p("TESTQ CX, CX")
+	p("JEQ %sdone", name)
+	label(name + "loop")
+	body()
+	for _, r := range ptrs {
+		p("ADDQ $%d, %s", s.w*4, r)
+	}
+	p("SUBQ $%d, CX", s.w)
+	p("JNZ %sloop", name)
+	label(name + "done")
+}
+
+func bcast(s isa, src, dst string) { p("VBROADCASTSS %s, %s", src, dst) }
+
+// expScaleSum: x[i] = exp(x[i]*scale - shift); returns the sum.
+func expScaleSum(s isa) {
+	name := "expScaleSum" + s.suffix
+	header(name, "(x *float32, n int, scale, shift float32) float32", 28)
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ n+8(FP), CX")
+	bcast(s, "scale+16(FP)", s.r(8))
+	bcast(s, "shift+20(FP)", s.r(9))
+	p("VXORPS Y0, Y0, Y0")
+	if s.reg == "Z" {
+		p("VPXORD Z0, Z0, Z0")
+	}
+	loop(s, name, []string{"SI"}, func() {
+		p("VMOVUPS (SI), %s", s.r(1))
+		p("VFMSUB213PS %s, %s, %s", s.r(9), s.r(8), s.r(1)) // v = scale*v - shift
+		exp(s, s.r(1), s.r(2), s.r(3), s.r(4))
+		p("VMOVUPS %s, (SI)", s.r(1))
+		p("VADDPS %s, %s, %s", s.r(1), s.r(0), s.r(0))
+	})
+	hsum(s, 0, 1)
+	p("VMOVSS X0, ret+24(FP)")
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// maxv returns the max of x[0:n].
+func maxv(s isa) {
+	name := "maxv" + s.suffix
+	header(name, "(x *float32, n int) float32", 20)
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ n+8(FP), CX")
+	p("VMOVUPS (SI), %s", s.r(0))
+	loop(s, name, []string{"SI"}, func() {
+		p("VMAXPS (SI), %s, %s", s.r(0), s.r(0))
+	})
+	hmax(s, 0, 1)
+	p("VMOVSS X0, ret+16(FP)")
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// affineAct: y = a*x + b, then SiLU when act != 0.
+func affineAct(s isa) {
+	name := "affineAct" + s.suffix
+	header(name, "(x, y *float32, n int, a, b float32, act int)", 40)
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ y+8(FP), DI")
+	p("MOVQ n+16(FP), CX")
+	bcast(s, "a+24(FP)", s.r(8))
+	bcast(s, "b+28(FP)", s.r(9))
+	p("VMOVUPS %s, %s", c("negone"), s.r(10))
+	p("MOVQ act+32(FP), AX")
+	p("TESTQ AX, AX")
+	p("JNE %ssilu", name)
+	loop(s, name+"plain", []string{"SI", "DI"}, func() {
+		p("VMOVUPS (SI), %s", s.r(0))
+		p("VFMADD213PS %s, %s, %s", s.r(9), s.r(8), s.r(0))
+		p("VMOVUPS %s, (DI)", s.r(0))
+	})
+	p("VZEROUPPER")
+	p("RET")
+	label(name + "silu")
+	loop(s, name+"act", []string{"SI", "DI"}, func() {
+		p("VMOVUPS (SI), %s", s.r(0))
+		p("VFMADD213PS %s, %s, %s", s.r(9), s.r(8), s.r(0))
+		sigmul(s, s.r(0), s.r(10), s.r(1), s.r(2), s.r(3), s.r(4))
+		p("VMOVUPS %s, (DI)", s.r(0))
+	})
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// sigMul: y = x / (1 + exp(-alpha*x)).
+func sigMulFn(s isa) {
+	name := "sigMul" + s.suffix
+	header(name, "(x, y *float32, n int, alpha float32)", 28)
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ y+8(FP), DI")
+	p("MOVQ n+16(FP), CX")
+	bcast(s, "alpha+24(FP)", s.r(10))
+	p("VXORPS %s, %s, %s", c("signmask"), s.r(10), s.r(10))
+	loop(s, name, []string{"SI", "DI"}, func() {
+		p("VMOVUPS (SI), %s", s.r(0))
+		sigmul(s, s.r(0), s.r(10), s.r(1), s.r(2), s.r(3), s.r(4))
+		p("VMOVUPS %s, (DI)", s.r(0))
+	})
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// sumStats returns sum(x-shift) and sum((x-shift)^2) in float64.
+func sumStats(s isa) {
+	name := "sumStats" + s.suffix
+	header(name, "(x *float32, n int, shift float32) (sum, sumsq float64)", 40)
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ n+8(FP), CX")
+	p("VCVTSS2SD shift+16(FP), X8, X8")
+	if s.reg == "Z" {
+		p("VBROADCASTSD X8, Z8")
+		for i := 0; i < 4; i++ {
+			p("VPXORD Z%d, Z%d, Z%d", i, i, i)
+		}
+	} else {
+		p("VBROADCASTSD X8, Y8")
+		for i := 0; i < 4; i++ {
+			p("VXORPD Y%d, Y%d, Y%d", i, i, i)
+		}
+	}
+	half := s.w / 2 * 4 // bytes of the half vector
+	hreg := map[string]string{"Z": "Y", "Y": "X"}[s.reg]
+	loop(s, name, []string{"SI"}, func() {
+		p("VCVTPS2PD (SI), %s", s.r(4))
+		p("VCVTPS2PD %d(SI), %s", half, s.r(5))
+		p("VSUBPD %s, %s, %s", s.r(8), s.r(4), s.r(4))
+		p("VSUBPD %s, %s, %s", s.r(8), s.r(5), s.r(5))
+		p("VADDPD %s, %s, %s", s.r(4), s.r(0), s.r(0))
+		p("VADDPD %s, %s, %s", s.r(5), s.r(1), s.r(1))
+		p("VFMADD231PD %s, %s, %s", s.r(4), s.r(4), s.r(2))
+		p("VFMADD231PD %s, %s, %s", s.r(5), s.r(5), s.r(3))
+	})
+	_ = hreg
+	p("VADDPD %s, %s, %s", s.r(1), s.r(0), s.r(0))
+	p("VADDPD %s, %s, %s", s.r(3), s.r(2), s.r(2))
+	for _, i := range []int{0, 2} {
+		if s.reg == "Z" {
+			p("VEXTRACTF64X4 $1, Z%d, Y6", i)
+			p("VADDPD Y6, Y%d, Y%d", i, i)
+		}
+		p("VEXTRACTF128 $1, Y%d, X6", i)
+		p("VADDPD X6, X%d, X%d", i, i)
+		p("VUNPCKHPD X%d, X%d, X6", i, i)
+		p("VADDSD X6, X%d, X%d", i, i)
+	}
+	p("VMOVSD X0, sum+24(FP)")
+	p("VMOVSD X2, sumsq+32(FP)")
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// normAffine: y = (x - m)*inv*gamma + beta.
+func normAffine(s isa) {
+	name := "normAffine" + s.suffix
+	header(name, "(x, y, gamma, beta *float32, n int, m, inv float32)", 48)
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ y+8(FP), DI")
+	p("MOVQ gamma+16(FP), DX")
+	p("MOVQ beta+24(FP), BX")
+	p("MOVQ n+32(FP), CX")
+	bcast(s, "m+40(FP)", s.r(8))
+	bcast(s, "inv+44(FP)", s.r(9))
+	loop(s, name, []string{"SI", "DI", "DX", "BX"}, func() {
+		p("VMOVUPS (SI), %s", s.r(0))
+		p("VSUBPS %s, %s, %s", s.r(8), s.r(0), s.r(0))
+		p("VMULPS %s, %s, %s", s.r(9), s.r(0), s.r(0))
+		p("VMOVUPS (BX), %s", s.r(1))
+		p("VFMADD231PS (DX), %s, %s", s.r(0), s.r(1))
+		p("VMOVUPS %s, (DI)", s.r(1))
+	})
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// binary ops: dst = a op b.
+func binop(s isa, name, op string) {
+	name += s.suffix
+	header(name, "(dst, a, b *float32, n int)", 32)
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ a+8(FP), SI")
+	p("MOVQ b+16(FP), DX")
+	p("MOVQ n+24(FP), CX")
+	loop(s, name, []string{"SI", "DI", "DX"}, func() {
+		p("VMOVUPS (SI), %s", s.r(0))
+		p("%s (DX), %s, %s", op, s.r(0), s.r(0))
+		p("VMOVUPS %s, (DI)", s.r(0))
+	})
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// axpy: dst = a + s*b.
+func axpy(s isa) {
+	name := "axpy" + s.suffix
+	header(name, "(dst, a *float32, s float32, b *float32, n int)", 40)
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ a+8(FP), SI")
+	bcast(s, "s+16(FP)", s.r(8))
+	p("MOVQ b+24(FP), DX")
+	p("MOVQ n+32(FP), CX")
+	loop(s, name, []string{"SI", "DI", "DX"}, func() {
+		p("VMOVUPS (SI), %s", s.r(0))
+		p("VFMADD231PS (DX), %s, %s", s.r(8), s.r(0))
+		p("VMOVUPS %s, (DI)", s.r(0))
+	})
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// scaleAdd: dst = s*a + t (scalars s, t).
+func scaleAdd(s isa) {
+	name := "scaleAdd" + s.suffix
+	header(name, "(dst, a *float32, n int, s, t float32)", 32)
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ a+8(FP), SI")
+	p("MOVQ n+16(FP), CX")
+	bcast(s, "s+24(FP)", s.r(8))
+	bcast(s, "t+28(FP)", s.r(9))
+	loop(s, name, []string{"SI", "DI"}, func() {
+		p("VMOVUPS (SI), %s", s.r(0))
+		p("VFMADD213PS %s, %s, %s", s.r(9), s.r(8), s.r(0))
+		p("VMOVUPS %s, (DI)", s.r(0))
+	})
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// ---------------------------------------------------------------- erf / GELU
+//
+// erf(z) for |z| < erfSplit: z*P(z^2).
+// erfc(z) for erfSplit <= z < erfSplit2: exp(-z^2) * Q(z) (Q in z).
+// erfc(z) for erfSplit2 <= z < erfMax: exp(-z^2)/z * R(1/z^2).
+// The coefficient tables are fitted by a least-squares fit (gen_erf_table.go).
+
+// geluCore computes v = GELU(v) (exact erf form) with temporaries t[0..7].
+func geluCore(s isa, v string, t []string) {
+	// t0 = |x|, t1 = z = |x|/sqrt2
+	p("VANDPS %s, %s, %s", c("absmask"), v, t[0])
+	p("VMULPS %s, %s, %s", c("rsqrt2"), t[0], t[1])
+	// small branch: erf(z) = z*P(z^2) -> t2 ; phi_small = 0.5*(1+sign*erf)
+	p("VMULPS %s, %s, %s", t[1], t[1], t[3]) // z^2
+	p("VMULPS %s, %s, %s", c("esa"), t[3], t[3])
+	p("VADDPS %s, %s, %s", c("esb"), t[3], t[3])
+	p("VMOVUPS %s, %s", c(fmt.Sprintf("es%d", len(erfSmall)-1)), t[2])
+	for i := len(erfSmall) - 2; i >= 0; i-- {
+		p("VFMADD213PS %s, %s, %s", c(fmt.Sprintf("es%d", i)), t[3], t[2])
+	}
+	p("VMULPS %s, %s, %s", t[1], t[2], t[2]) // erf(z)
+	// t2 = erf(z) with the sign of x: x*erf(|z|)... keep positive here.
+	// erfc(z) = exp(-z^2) * Q, with z^2 split exactly: x^2 = h + l, z^2 = h/2 + l/2.
+	p("VMULPS %s, %s, %s", t[0], t[0], t[4]) // h = x*x
+	p("VMOVUPS %s, %s", t[0], t[5])
+	p("VFMSUB213PS %s, %s, %s", t[4], t[0], t[5])     // l = x*x - h  (t5 = t0*t5 - t4)
+	p("VMULPS %s, %s, %s", c("half"), t[4], t[4])     // h/2
+	p("VXORPS %s, %s, %s", c("signmask"), t[4], t[4]) // -h/2
+	exp(s, t[4], t[3], t[6], t[7])                    // e = exp(-h/2)
+	p("VMULPS %s, %s, %s", c("half"), t[5], t[5])     // l/2
+	p("VFNMADD231PS %s, %s, %s", t[5], t[4], t[4])    // e = e - e*l/2
+	// mid: Q(z)
+	p("VMULPS %s, %s, %s", c("ema"), t[1], t[3])
+	p("VADDPS %s, %s, %s", c("emb"), t[3], t[3])
+	p("VMOVUPS %s, %s", c(fmt.Sprintf("em%d", len(erfcMid)-1)), t[5])
+	for i := len(erfcMid) - 2; i >= 0; i-- {
+		p("VFMADD213PS %s, %s, %s", c(fmt.Sprintf("em%d", i)), t[3], t[5])
+	}
+	// big: R(1/z^2)/z
+	p("VMOVUPS %s, %s", c("one"), t[6])
+	p("VDIVPS %s, %s, %s", t[1], t[6], t[6]) // 1/z
+	p("VMULPS %s, %s, %s", t[6], t[6], t[7]) // 1/z^2
+	p("VMULPS %s, %s, %s", c("eba"), t[7], t[7])
+	p("VADDPS %s, %s, %s", c("ebb"), t[7], t[7])
+	p("VMOVUPS %s, %s", c(fmt.Sprintf("eb%d", len(erfcBig)-1)), t[3])
+	for i := len(erfcBig) - 2; i >= 0; i-- {
+		p("VFMADD213PS %s, %s, %s", c(fmt.Sprintf("eb%d", i)), t[7], t[3])
+	}
+	p("VMULPS %s, %s, %s", t[6], t[3], t[3]) // R/z
+	// select Q or R/z: z >= split2 -> R
+	if s.reg == "Z" {
+		p("VCMPPS $0x1d, %s, %s, K1", c("erfsplit2"), t[1]) // z >= split2 (GE_OQ)
+		p("VMOVUPS %s, K1, %s", t[3], t[5])
+	} else {
+		p("VCMPPS $0x1d, %s, %s, %s", c("erfsplit2"), t[1], t[6])
+		p("VBLENDVPS %s, %s, %s, %s", t[6], t[3], t[5], t[5])
+	}
+	p("VMULPS %s, %s, %s", t[4], t[5], t[5]) // erfc(z)
+	// z >= erfMax: erfc = 0
+	if s.reg == "Z" {
+		p("VCMPPS $0x1d, %s, %s, K2", c("erfmax"), t[1])
+		p("VMOVUPS %s, K2, %s", c("zero"), t[5])
+	} else {
+		p("VCMPPS $0x1d, %s, %s, %s", c("erfmax"), t[1], t[6])
+		p("VANDNPS %s, %s, %s", t[5], t[6], t[5]) // t5 = ~t6 & t5
+	}
+	// Phi(x) = 0.5*erfc(z) for x<0, 1 - 0.5*erfc(z) for x>=0 (large branch)
+	// Phi(x) = 0.5 + 0.5*sign(x)*erf(z) (small branch)
+	p("VMULPS %s, %s, %s", c("half"), t[5], t[5])  // 0.5*erfc
+	p("VMULPS %s, %s, %s", c("half"), t[2], t[2])  // 0.5*erf
+	p("VANDPS %s, %s, %s", c("signmask"), v, t[6]) // sign of x
+	p("VXORPS %s, %s, %s", t[6], t[2], t[2])       // 0.5*sign*erf
+	p("VADDPS %s, %s, %s", c("half"), t[2], t[2])  // small Phi
+	p("VMOVUPS %s, %s", c("one"), t[7])            //
+	p("VSUBPS %s, %s, %s", t[5], t[7], t[7])       // 1-0.5erfc
+	if s.reg == "Z" {
+		p("VCMPPS $0x01, %s, %s, K3", c("zero"), v) // x < 0
+		p("VMOVUPS %s, K3, %s", t[5], t[7])
+		p("VCMPPS $0x1d, %s, %s, K4", c("erfsplit"), t[1]) // z >= split: large
+		p("VMOVUPS %s, K4, %s", t[7], t[2])
+	} else {
+		p("VCMPPS $0x01, %s, %s, %s", c("zero"), v, t[6])
+		p("VBLENDVPS %s, %s, %s, %s", t[6], t[5], t[7], t[7])
+		p("VCMPPS $0x1d, %s, %s, %s", c("erfsplit"), t[1], t[6])
+		p("VBLENDVPS %s, %s, %s, %s", t[6], t[7], t[2], t[2])
+	}
+	p("VMULPS %s, %s, %s", t[2], v, v)
+}
+
+func gelu(s isa) {
+	name := "gelu" + s.suffix
+	header(name, "(x, y *float32, n int)", 24)
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ y+8(FP), DI")
+	p("MOVQ n+16(FP), CX")
+	t := []string{s.r(1), s.r(2), s.r(3), s.r(4), s.r(5), s.r(6), s.r(7), s.r(8)}
+	loop(s, name, []string{"SI", "DI"}, func() {
+		p("VMOVUPS (SI), %s", s.r(0))
+		geluCore(s, s.r(0), t)
+		p("VMOVUPS %s, (DI)", s.r(0))
+	})
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// geglu: y = a * GELU(g).
+func geglu(s isa) {
+	name := "geglu" + s.suffix
+	header(name, "(a, gate, y *float32, n int)", 32)
+	p("MOVQ a+0(FP), DX")
+	p("MOVQ gate+8(FP), SI")
+	p("MOVQ y+16(FP), DI")
+	p("MOVQ n+24(FP), CX")
+	t := []string{s.r(1), s.r(2), s.r(3), s.r(4), s.r(5), s.r(6), s.r(7), s.r(8)}
+	loop(s, name, []string{"SI", "DI", "DX"}, func() {
+		p("VMOVUPS (SI), %s", s.r(0))
+		geluCore(s, s.r(0), t)
+		p("VMULPS (DX), %s, %s", s.r(0), s.r(0))
+		p("VMOVUPS %s, (DI)", s.r(0))
+	})
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// fmaLoop runs n iterations of 12 independent register-only FMAs (the
+// machine's peak-FLOP probe).
+func fmaLoop(s isa) {
+	name := "fmaLoop" + s.suffix
+	header(name, "(n int)", 8)
+	p("MOVQ n+0(FP), CX")
+	for i := 0; i < 14; i++ {
+		p("VXORPS %s, %s, %s", y(i), y(i), y(i))
+	}
+	p("TESTQ CX, CX")
+	p("JEQ %sdone", name)
+	label(name + "loop")
+	for i := 0; i < 12; i++ {
+		p("VFMADD231PS %s, %s, %s", s.r(12), s.r(13), s.r(i))
+	}
+	p("DECQ CX")
+	p("JNZ %sloop", name)
+	label(name + "done")
+	p("VZEROUPPER")
+	p("RET")
+}
+
+func main() {
+	fmt.Fprintf(&out, "// Code generated by gen_asm.go; DO NOT EDIT.\n\n//go:build !noasm\n\n#include \"textflag.h\"\n")
+	gemmKernel(avx512, 14, 2, false)
+	gemmKernel(avx512, 14, 2, true)
+	gemmKernel(avx512, 8, 3, false)
+	gemmKernel(avx512, 8, 3, true)
+	gemmKernel(avx2, 6, 2, false)
+	gemmKernel(avx2, 6, 2, true)
+	packRows(avx512, 2)
+	packRows(avx512, 3)
+	packRows(avx2, 2)
+	for _, s := range []isa{avx512, avx2} {
+		expScaleSum(s)
+		maxv(s)
+		affineAct(s)
+		sigMulFn(s)
+		sumStats(s)
+		normAffine(s)
+		binop(s, "addv", "VADDPS")
+		binop(s, "mulv", "VMULPS")
+		axpy(s)
+		scaleAdd(s)
+		gelu(s)
+		geglu(s)
+		fmaLoop(s)
+	}
+	out.WriteString("\n")
+	for i, b := range constBits {
+		for j := 0; j < 16; j++ {
+			fmt.Fprintf(&out, "DATA ·kconst+%d(SB)/4, $0x%08x\n", i*64+j*4, b)
+		}
+	}
+	fmt.Fprintf(&out, "GLOBL ·kconst(SB), RODATA|NOPTR, $%d\n", len(constBits)*64)
+	src := strings.ReplaceAll(out.String(), "\t\n", "\n")
+	if err := os.WriteFile("kernels_amd64.s", []byte(src), 0o644); err != nil {
+		panic(err)
+	}
+}

@@ -1,0 +1,77 @@
+package vae
+
+// FLOP counts (a multiply-add is 2 FLOPs) of the convolutions, linear
+// projections and attention matmuls of an untiled forward, the convention of
+// the project's PyTorch baseline (shared/design/peer-bench.md). Norms,
+// activations, additions and the softmax are not counted.
+
+func convFLOPs(in, out, k, oh, ow int) float64 {
+	return 2 * float64(in) * float64(out) * float64(k*k) * float64(oh) * float64(ow)
+}
+
+func resnetFLOPs(in, out, h, w int) float64 {
+	f := convFLOPs(in, out, 3, h, w) + convFLOPs(out, out, 3, h, w)
+	if in != out {
+		f += convFLOPs(in, out, 1, h, w)
+	}
+	return f
+}
+
+func midFLOPs(c, h, w int) float64 {
+	l := float64(h * w)
+	attn := 4*2*l*float64(c)*float64(c) + 2*2*l*l*float64(c) // q,k,v,out projections + q·kᵀ and p·v
+	return 2*resnetFLOPs(c, c, h, w) + attn
+}
+
+// EncoderFLOPs counts the encoder plus quant_conv on an h×w image (the
+// baseline's "VAE encode" stage).
+func EncoderFLOPs(cfg Config, h, w int) float64 {
+	boc := cfg.BlockOutChannels
+	f := convFLOPs(cfg.InChannels, boc[0], 3, h, w)
+	out := boc[0]
+	for i := range boc {
+		in := out
+		out = boc[i]
+		for j := 0; j < cfg.LayersPerBlock; j++ {
+			if j > 0 {
+				in = out
+			}
+			f += resnetFLOPs(in, out, h, w)
+		}
+		if i != len(boc)-1 {
+			h, w = (h+1)/2, (w+1)/2 // pad (0,1,0,1), 3×3 stride 2
+			f += convFLOPs(out, out, 3, h, w)
+		}
+	}
+	top := boc[len(boc)-1]
+	f += midFLOPs(top, h, w)
+	f += convFLOPs(top, 2*cfg.LatentChannels, 3, h, w)
+	f += convFLOPs(2*cfg.LatentChannels, 2*cfg.LatentChannels, 1, h, w) // quant_conv
+	return f
+}
+
+// DecoderFLOPs counts post_quant_conv plus the decoder on an h×w latent (the
+// baseline's "VAE decode" stage).
+func DecoderFLOPs(cfg Config, h, w int) float64 {
+	boc, l := cfg.BlockOutChannels, cfg.LatentChannels
+	top := boc[len(boc)-1]
+	f := convFLOPs(l, l, 1, h, w) + convFLOPs(l, top, 3, h, w)
+	f += midFLOPs(top, h, w)
+	out := top
+	for i := range boc {
+		in := out
+		out = boc[len(boc)-1-i]
+		for j := 0; j <= cfg.LayersPerBlock; j++ {
+			if j > 0 {
+				in = out
+			}
+			f += resnetFLOPs(in, out, h, w)
+		}
+		if i != len(boc)-1 {
+			h, w = 2*h, 2*w
+			f += convFLOPs(out, out, 3, h, w)
+		}
+	}
+	f += convFLOPs(boc[0], cfg.OutChannels, 3, h, w)
+	return f
+}

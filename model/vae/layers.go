@@ -1,0 +1,333 @@
+package vae
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/osediff-go/osediff/kernels"
+	"github.com/osediff-go/osediff/nn"
+	"github.com/osediff-go/osediff/parallel"
+	"github.com/osediff-go/osediff/tensor"
+)
+
+// ResnetBlock2D is diffusers' ResnetBlock2D without a time embedding:
+// out = shortcut(x) + conv2(SiLU(norm2(conv1(SiLU(norm1(x)))))).
+type ResnetBlock2D struct {
+	Norm1        *nn.GroupNorm `weights:"norm1"`
+	Conv1        *nn.Conv2d    `weights:"conv1"`
+	Norm2        *nn.GroupNorm `weights:"norm2"`
+	Conv2        *nn.Conv2d    `weights:"conv2"`
+	ConvShortcut *nn.Conv2d    `weights:"conv_shortcut"` // 1×1, only when in != out
+}
+
+// NewResnetBlock2D makes an unbound block.
+func NewResnetBlock2D(in, out, groups int) *ResnetBlock2D {
+	r := &ResnetBlock2D{
+		Norm1: nn.NewGroupNorm(groups, in, normEps),
+		Conv1: nn.NewConv2d(in, out, 3, 1, 1, true),
+		Norm2: nn.NewGroupNorm(groups, out, normEps),
+		Conv2: nn.NewConv2d(out, out, 3, 1, 1, true),
+	}
+	if in != out {
+		r.ConvShortcut = nn.NewConv2d(in, out, 1, 1, 0, true)
+	}
+	return r
+}
+
+// Forward maps every tile [N, in, h, w] to [N, out, h, w]; it consumes xs.
+func (r *ResnetBlock2D) Forward(xs Tiles) Tiles {
+	st := sharedStats(xs, r.Norm1.Eps)
+	res := make(Tiles, len(xs))
+	h := make(Tiles, len(xs))
+	for i, x := range xs {
+		xs[i] = nil
+		t := x
+		if r.ConvShortcut != nil {
+			res[i] = r.ConvShortcut.Forward(x) // [N, out, h, w]
+		} else {
+			res[i] = x // identity: x stays alive, normalise into a copy
+			t = tensor.New(x.Shape()...)
+		}
+		applyNorm(r.Norm1, st, x, t, true) // [N, in, h, w] SiLU(norm1(x))
+		h[i] = r.Conv1.Forward(t)          // [N, out, h, w]
+	}
+	st = sharedStats(h, r.Norm2.Eps)
+	for i, t := range h {
+		h[i] = nil
+		applyNorm(r.Norm2, st, t, t, true) // [N, out, h, w] SiLU(norm2(h)), in place
+		y := r.Conv2.Forward(t)            // [N, out, h, w]
+		nn.AddInPlace(y, res[i])           // [N, out, h, w] + shortcut
+		res[i] = nil
+		xs[i] = y
+	}
+	return xs
+}
+
+// Attention is diffusers' Attention as the VAE mid block builds it: one head
+// of width C, group_norm before, bias on every projection, a residual
+// connection, rescale_output_factor 1. Tokens are the h·w pixels of one tile.
+type Attention struct {
+	GroupNorm *nn.GroupNorm `weights:"group_norm"`
+	ToQ       *nn.Linear    `weights:"to_q"`
+	ToK       *nn.Linear    `weights:"to_k"`
+	ToV       *nn.Linear    `weights:"to_v"`
+	ToOut     *nn.Linear    `weights:"to_out.0"`
+	Channels  int
+}
+
+// NewAttention makes an unbound single-head attention over c channels.
+func NewAttention(c, groups int) *Attention {
+	return &Attention{
+		GroupNorm: nn.NewGroupNorm(groups, c, normEps),
+		ToQ:       nn.NewLinear(c, c, true),
+		ToK:       nn.NewLinear(c, c, true),
+		ToV:       nn.NewLinear(c, c, true),
+		ToOut:     nn.NewLinear(c, c, true),
+		Channels:  c,
+	}
+}
+
+// Forward maps every tile [N, C, h, w] to x + attention(group_norm(x)),
+// attending over the tile's own pixels; it consumes xs.
+func (a *Attention) Forward(xs Tiles) Tiles {
+	st := sharedStats(xs, a.GroupNorm.Eps)
+	for i, x := range xs {
+		t := tensor.New(x.Shape()...)
+		applyNorm(a.GroupNorm, st, x, t, false) // [N, C, h, w]
+		y := a.attend(t)                        // [N, C, h, w]
+		nn.AddInPlace(y, x)                     // [N, C, h, w] + residual
+		xs[i] = y
+	}
+	return xs
+}
+
+// attend is the attention itself on a normalised tile x [N, C, h, w]: the
+// projections read and write channel-major planes directly (token i of
+// sample b is column i of x[b] viewed as [C, h·w]).
+func (a *Attention) attend(x *tensor.Tensor) *tensor.Tensor {
+	n, c := x.Dim(0), x.Dim(1)
+	if c != a.Channels {
+		panic(fmt.Sprintf("vae.Attention: input %v, want %d channels", x.Shape(), a.Channels))
+	}
+	l := x.Dim(2) * x.Dim(3)
+	y := tensor.New(x.Shape()...) // [N, C, h, w]
+	q := make([]float32, l*c)     // [L, C] token-major
+	k := make([]float32, l*c)
+	v := make([]float32, l*c)
+	o := make([]float32, l*c)
+	xd, yd := x.Data(), y.Data()
+	proj := func(lin *nn.Linear, src, dst []float32) { // dst [L, C] = srcᵀ·Wᵀ + b, src [C, L]
+		kernels.Sgemm(true, true, l, c, c, 1, src, l, lin.Weight.Data(), c, 0, dst, c)
+		kernels.AddRowVector(dst, l, c, lin.Bias.Data())
+	}
+	for b := 0; b < n; b++ {
+		src := xd[b*c*l : (b+1)*c*l] // [C, L]
+		proj(a.ToQ, src, q)          // [L, C]
+		proj(a.ToK, src, k)          // [L, C]
+		proj(a.ToV, src, v)          // [L, C]
+		kernels.Attention(kernels.AttentionParams{
+			Batch: 1, Heads: 1, Lq: l, Lk: l, Dim: c, LdQ: c, LdK: c, LdV: c, LdO: c,
+			Scale: float32(1 / math.Sqrt(float64(c))),
+		}, q, k, v, o) // [L, C] softmax(q·kᵀ/√C)·v
+		dst := yd[b*c*l : (b+1)*c*l]                                                      // [C, L]
+		kernels.Sgemm(false, true, c, l, c, 1, a.ToOut.Weight.Data(), c, o, c, 0, dst, l) // W·oᵀ
+		kernels.AddChannelVector(dst, 1, c, l, a.ToOut.Bias.Data())                       // + b
+	}
+	return y
+}
+
+// Downsample2D is diffusers' Downsample2D with use_conv and padding 0: a zero
+// pad of one row at the bottom and one column at the right, then a 3×3
+// stride-2 convolution.
+type Downsample2D struct {
+	Conv *nn.Conv2d `weights:"conv"`
+}
+
+// NewDownsample2D makes an unbound downsampler on c channels.
+func NewDownsample2D(c int) *Downsample2D {
+	conv := nn.NewConv2d(c, c, 3, 2, 0, true)
+	conv.P.PadB, conv.P.PadR = 1, 1
+	return &Downsample2D{Conv: conv}
+}
+
+// Forward maps every tile [N, C, h, w] to [N, C, ⌈h/2⌉, ⌈w/2⌉]; it consumes xs.
+func (d *Downsample2D) Forward(xs Tiles) Tiles {
+	for i, x := range xs {
+		xs[i] = d.Conv.Forward(x) // [N, C, ⌈h/2⌉, ⌈w/2⌉]
+	}
+	return xs
+}
+
+// Upsample2D is diffusers' Upsample2D with use_conv: nearest ×2, then a 3×3
+// convolution.
+type Upsample2D struct {
+	Conv *nn.Conv2d `weights:"conv"`
+}
+
+// NewUpsample2D makes an unbound upsampler on c channels.
+func NewUpsample2D(c int) *Upsample2D {
+	return &Upsample2D{Conv: nn.NewConv2d(c, c, 3, 1, 1, true)}
+}
+
+// Forward maps every tile [N, C, h, w] to [N, C, 2h, 2w]; it consumes xs.
+func (u *Upsample2D) Forward(xs Tiles) Tiles {
+	for i, x := range xs {
+		xs[i] = nil
+		c, w := x.Dim(1), x.Dim(3)
+		rows := max(upsampleBandBytes/(4*c*2*w)-2, 2)
+		xs[i] = u.forward(x, rows) // [N, C, 2h, 2w]
+	}
+	return xs
+}
+
+// upsampleBandBytes bounds the upsampled input band that Upsample2D
+// materialises at a time.
+const upsampleBandBytes = 16 << 20
+
+// forward convolves the ×2 nearest upsampling of x [N, C, h, w] without
+// materialising all of it: output rows are computed in bands of at most rows
+// rows, each from the upsampled rows it needs (one halo row above and below,
+// or the conv's zero padding at the image border).
+func (u *Upsample2D) forward(x *tensor.Tensor, rows int) *tensor.Tensor {
+	x = x.Contiguous()
+	n, c, h, w := x.Dim(0), x.Dim(1), x.Dim(2), x.Dim(3)
+	oc := u.Conv.P.OutC
+	H, W := 2*h, 2*w
+	y := tensor.New(n, oc, H, W) // [N, OC, 2h, 2w]
+	rows = min(max(rows, 1), H)
+	buf := make([]float32, c*(rows+2)*W)
+	out := make([]float32, oc*rows*W)
+	xd, yd := x.Data(), y.Data()
+	var bias []float32
+	if u.Conv.Bias != nil {
+		bias = u.Conv.Bias.Data()
+	}
+	for b := 0; b < n; b++ {
+		xb := xd[b*c*h*w : (b+1)*c*h*w]
+		for r0 := 0; r0 < H; r0 += rows {
+			r1 := min(r0+rows, H)
+			lo, hi := max(r0-1, 0), min(r1+1, H) // upsampled rows the band reads
+			br := hi - lo
+			band := buf[:c*br*W] // [C, br, 2w] rows lo..hi of the upsampled input
+			parallel.For(c, 1, func(c0, c1 int) {
+				for ch := c0; ch < c1; ch++ {
+					for r := lo; r < hi; r++ {
+						src := xb[(ch*h+r/2)*w : (ch*h+r/2+1)*w]
+						dst := band[(ch*br+r-lo)*W : (ch*br+r-lo+1)*W]
+						for j, v := range src {
+							dst[2*j], dst[2*j+1] = v, v
+						}
+					}
+				}
+			})
+			p := u.Conv.P
+			p.PadT, p.PadB = 0, 0
+			if r0 == 0 {
+				p.PadT = 1
+			}
+			if r1 == H {
+				p.PadB = 1
+			}
+			o := out[:oc*(r1-r0)*W]
+			kernels.Conv2D(p, 1, br, W, band, u.Conv.Weight.Data(), bias, o) // [OC, r1-r0, 2w]
+			for ch := 0; ch < oc; ch++ {
+				copy(yd[((b*oc+ch)*H+r0)*W:((b*oc+ch)*H+r1)*W], o[ch*(r1-r0)*W:(ch+1)*(r1-r0)*W])
+			}
+		}
+	}
+	return y
+}
+
+// DownEncoderBlock2D is layers_per_block resnets, then (except in the last
+// block) a Downsample2D.
+type DownEncoderBlock2D struct {
+	Resnets      []*ResnetBlock2D `weights:"resnets"`
+	Downsamplers []*Downsample2D  `weights:"downsamplers"` // zero or one
+}
+
+// NewDownEncoderBlock2D makes an unbound block.
+func NewDownEncoderBlock2D(in, out, layers, groups int, downsample bool) *DownEncoderBlock2D {
+	b := &DownEncoderBlock2D{}
+	for i := 0; i < layers; i++ {
+		inC := out
+		if i == 0 {
+			inC = in
+		}
+		b.Resnets = append(b.Resnets, NewResnetBlock2D(inC, out, groups))
+	}
+	if downsample {
+		b.Downsamplers = []*Downsample2D{NewDownsample2D(out)}
+	}
+	return b
+}
+
+// Forward maps every tile [N, in, h, w] to [N, out, h', w'] (h' = ⌈h/2⌉ with
+// a downsampler, else h); it consumes xs.
+func (b *DownEncoderBlock2D) Forward(xs Tiles) Tiles {
+	for _, r := range b.Resnets {
+		xs = r.Forward(xs) // [N, out, h, w]
+	}
+	for _, d := range b.Downsamplers {
+		xs = d.Forward(xs) // [N, out, h/2, w/2]
+	}
+	return xs
+}
+
+// UpDecoderBlock2D is layers_per_block+1 resnets, then (except in the last
+// block) an Upsample2D.
+type UpDecoderBlock2D struct {
+	Resnets    []*ResnetBlock2D `weights:"resnets"`
+	Upsamplers []*Upsample2D    `weights:"upsamplers"` // zero or one
+}
+
+// NewUpDecoderBlock2D makes an unbound block with layers resnets.
+func NewUpDecoderBlock2D(in, out, layers, groups int, upsample bool) *UpDecoderBlock2D {
+	b := &UpDecoderBlock2D{}
+	for i := 0; i < layers; i++ {
+		inC := out
+		if i == 0 {
+			inC = in
+		}
+		b.Resnets = append(b.Resnets, NewResnetBlock2D(inC, out, groups))
+	}
+	if upsample {
+		b.Upsamplers = []*Upsample2D{NewUpsample2D(out)}
+	}
+	return b
+}
+
+// Forward maps every tile [N, in, h, w] to [N, out, h', w'] (h' = 2h with an
+// upsampler, else h); it consumes xs.
+func (b *UpDecoderBlock2D) Forward(xs Tiles) Tiles {
+	for _, r := range b.Resnets {
+		xs = r.Forward(xs) // [N, out, h, w]
+	}
+	for _, u := range b.Upsamplers {
+		xs = u.Forward(xs) // [N, out, 2h, 2w]
+	}
+	return xs
+}
+
+// UNetMidBlock2D is resnet, attention, resnet at constant width.
+type UNetMidBlock2D struct {
+	Resnets    []*ResnetBlock2D `weights:"resnets"`
+	Attentions []*Attention     `weights:"attentions"`
+}
+
+// NewUNetMidBlock2D makes an unbound mid block on c channels.
+func NewUNetMidBlock2D(c, groups int) *UNetMidBlock2D {
+	return &UNetMidBlock2D{
+		Resnets:    []*ResnetBlock2D{NewResnetBlock2D(c, c, groups), NewResnetBlock2D(c, c, groups)},
+		Attentions: []*Attention{NewAttention(c, groups)},
+	}
+}
+
+// Forward maps every tile [N, C, h, w] to [N, C, h, w]; it consumes xs.
+func (m *UNetMidBlock2D) Forward(xs Tiles) Tiles {
+	xs = m.Resnets[0].Forward(xs) // [N, C, h, w]
+	for i, a := range m.Attentions {
+		xs = a.Forward(xs)              // [N, C, h, w]
+		xs = m.Resnets[i+1].Forward(xs) // [N, C, h, w]
+	}
+	return xs
+}

@@ -1,0 +1,138 @@
+package vae
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/osediff-go/osediff/kernels"
+	"github.com/osediff-go/osediff/nn"
+	"github.com/osediff-go/osediff/parallel"
+	"github.com/osediff-go/osediff/tensor"
+)
+
+// Tiles are the pieces of one activation that run through the network in
+// lockstep, each [N, C, h_i, w_i]. An untiled forward is one tile.
+type Tiles []*tensor.Tensor
+
+// tiledNormGroups is the group count vaehook.py hard-codes for the GroupNorm
+// it shares across tiles (whatever the layer's own num_groups).
+const tiledNormGroups = 32
+
+// normStats holds the shared per-(sample, group) statistics of a GroupNorm
+// over several tiles, as vaehook's GroupNormParam.summary computes them.
+type normStats struct {
+	groups int
+	mean   []float32 // [N*groups]
+	invStd []float32 // [N*groups] 1/sqrt(var + eps)
+}
+
+// sharedStats returns the statistics all tiles normalise with, or nil for a
+// single tile (which then uses the exact GroupNorm kernel). Per tile it takes
+// the biased mean and variance of each (sample, group); the tiles' values are
+// averaged with weights pixels_i/max(pixels) normalised to sum 1.
+func sharedStats(xs Tiles, eps float32) *normStats {
+	if len(xs) == 1 {
+		return nil
+	}
+	n, c := xs[0].Dim(0), xs[0].Dim(1)
+	g := tiledNormGroups
+	if c%g != 0 {
+		panic(fmt.Sprintf("vae: tiled GroupNorm needs channels divisible by %d, have %d", g, c))
+	}
+	maxPix := 0
+	for _, x := range xs {
+		maxPix = max(maxPix, x.Dim(2)*x.Dim(3))
+	}
+	weights := make([]float64, len(xs))
+	var wsum float64
+	for i, x := range xs {
+		weights[i] = float64(x.Dim(2)*x.Dim(3)) / float64(maxPix)
+		wsum += weights[i]
+	}
+	mean := make([]float64, n*g)
+	variance := make([]float64, n*g)
+	for i, x := range xs {
+		hw := x.Dim(2) * x.Dim(3)
+		cnt := (c / g) * hw
+		data := x.Data()
+		w := weights[i] / wsum
+		parallel.For(n*g, 1, func(lo, hi int) {
+			for ng := lo; ng < hi; ng++ {
+				m, v := meanVar(data[ng*cnt : (ng+1)*cnt])
+				mean[ng] += w * m
+				variance[ng] += w * v
+			}
+		})
+	}
+	st := &normStats{groups: g, mean: make([]float32, n*g), invStd: make([]float32, n*g)}
+	for i := range mean {
+		st.mean[i] = float32(mean[i])
+		st.invStd[i] = float32(1 / math.Sqrt(float64(float32(variance[i]))+float64(eps)))
+	}
+	return st
+}
+
+// meanVar is the mean and biased variance of v (two passes in float64).
+func meanVar(v []float32) (float64, float64) {
+	if len(v) == 0 {
+		return 0, 0
+	}
+	var s float64
+	for _, x := range v {
+		s += float64(x)
+	}
+	m := s / float64(len(v))
+	var q float64
+	for _, x := range v {
+		d := float64(x) - m
+		q += d * d
+	}
+	return m, q / float64(len(v))
+}
+
+// applyNorm writes GroupNorm(x) (then SiLU when silu) into y, which may be x.
+// With st nil it is exactly gn's own GroupNorm; otherwise it normalises with
+// the shared statistics and then applies gn's affine weights.
+func applyNorm(gn *nn.GroupNorm, st *normStats, x, y *tensor.Tensor, silu bool) {
+	n, c := x.Dim(0), x.Dim(1)
+	hw := x.Numel() / (n * c)
+	if st == nil {
+		kernels.GroupNorm(x.Data(), y.Data(), n, c, hw, gn.Groups, gn.Eps, gn.Weight.Data(), gn.Bias.Data(), silu)
+		return
+	}
+	cpg := c / st.groups
+	xd, yd := x.Data(), y.Data()
+	gamma, beta := gn.Weight.Data(), gn.Bias.Data()
+	parallel.For(n*c, 1, func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			b, ch := p/c, p%c
+			k := b*st.groups + ch/cpg
+			sc := st.invStd[k] * gamma[ch]
+			sh := beta[ch] - st.mean[k]*sc
+			src, dst := xd[p*hw:(p+1)*hw], yd[p*hw:(p+1)*hw]
+			for i, v := range src {
+				dst[i] = v*sc + sh
+			}
+			if silu {
+				kernels.SiLU(dst, dst)
+			}
+		}
+	})
+}
+
+// normTiles applies gn (+SiLU) to every tile with shared statistics. In place
+// overwrites the tiles (their old values must be dead); otherwise each tile
+// gets a new tensor.
+func normTiles(gn *nn.GroupNorm, xs Tiles, silu, inPlace bool) Tiles {
+	st := sharedStats(xs, gn.Eps)
+	out := make(Tiles, len(xs))
+	for i, x := range xs {
+		y := x
+		if !inPlace {
+			y = tensor.New(x.Shape()...)
+		}
+		applyNorm(gn, st, x, y, silu)
+		out[i] = y
+	}
+	return out
+}

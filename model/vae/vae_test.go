@@ -1,0 +1,245 @@
+package vae
+
+import (
+	"fmt"
+	"image"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/osediff-go/osediff/checkpoint"
+	"github.com/osediff-go/osediff/lora"
+	"github.com/osediff-go/osediff/tensor"
+)
+
+const tinyDir = "../../testdata/osediff-tiny"
+
+// Tolerances: the max abs differences the testdata README suggests for a
+// float32 port, tightened to relTol times the largest reference magnitude
+// (the "~1e-5 relative" of float32 against the reference).
+const (
+	tolMoments = 1e-4 // encoder_out and moments
+	tolDecoded = 1e-3 // decoded image
+	relTol     = 1e-5
+)
+
+func loadTiny(t *testing.T, withLoRA bool) *AutoencoderKL {
+	t.Helper()
+	m, err := Load(filepath.Join(tinyDir, "model", "vae"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withLoRA {
+		mergeVAELoRA(t, m)
+	}
+	return m
+}
+
+// mergeVAELoRA merges OSEDiff's VAE LoRA (lora/state_dict_vae.safetensors,
+// scale = peft's default alpha 8 / rank) into m with the lora package's
+// generic merges: W += scale·B@A for every A/B pair of the state dict.
+func mergeVAELoRA(t *testing.T, m *AutoencoderKL) {
+	t.Helper()
+	st, err := checkpoint.OpenSafetensors(filepath.Join(tinyDir, "lora", "state_dict_vae.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	params := checkpoint.Params(m)
+	const suffixA = ".lora_A.default_encoder.weight"
+	merged := 0
+	for _, ka := range st.Keys() {
+		if !strings.HasSuffix(ka, suffixA) {
+			continue
+		}
+		module := strings.TrimSuffix(ka, suffixA)
+		a, err := checkpoint.ReadTensor(st, ka)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := checkpoint.ReadTensor(st, module+".lora_B.default_encoder.weight")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := params[module+".weight"]
+		if w == nil {
+			t.Fatalf("LoRA module %s has no base weight", module)
+		}
+		scale := float32(lora.DefaultAlpha) / float32(a.Dim(0))
+		if w.Rank() == 4 {
+			err = lora.MergeConv(w, a, b, scale)
+		} else {
+			err = lora.MergeLinear(w, a, b, scale)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", module, err)
+		}
+		merged++
+	}
+	if merged != 31 {
+		t.Fatalf("merged %d LoRA modules, want the README's 31", merged)
+	}
+}
+
+// readImage is ToTensor(png)*2-1: [1, 3, H, W] float32.
+func readImage(t *testing.T, name string) *tensor.Tensor {
+	t.Helper()
+	f, err := os.Open(filepath.Join(tinyDir, "ref", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rgba, ok := img.(*image.NRGBA)
+	if !ok {
+		b := img.Bounds()
+		rgba = image.NewNRGBA(b)
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			for x := b.Min.X; x < b.Max.X; x++ {
+				rgba.Set(x, y, img.At(x, y))
+			}
+		}
+	}
+	b := rgba.Bounds()
+	h, w := b.Dy(), b.Dx()
+	x := tensor.New(1, 3, h, w)
+	d := x.Data()
+	for y := 0; y < h; y++ {
+		for xx := 0; xx < w; xx++ {
+			p := rgba.PixOffset(b.Min.X+xx, b.Min.Y+y)
+			for c := 0; c < 3; c++ {
+				d[(c*h+y)*w+xx] = float32(rgba.Pix[p+c])/255*2 - 1
+			}
+		}
+	}
+	return x
+}
+
+func readRef(t *testing.T, file, name string) *tensor.Tensor {
+	t.Helper()
+	st, err := checkpoint.OpenSafetensors(filepath.Join(tinyDir, "ref", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	x, err := checkpoint.ReadTensor(st, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// maxAbsDiff compares shapes and values; it returns the largest |got-want|,
+// the largest |want| and the flat index of the worst element.
+func maxAbsDiff(got, want *tensor.Tensor) (diff, scale float64, at int, err error) {
+	if !tensor.SameShape(got.Shape(), want.Shape()) {
+		return 0, 0, 0, fmt.Errorf("shape %v, want %v", got.Shape(), want.Shape())
+	}
+	g, w := got.Contiguous().Data(), want.Contiguous().Data()
+	for i := range g {
+		d := math.Abs(float64(g[i]) - float64(w[i]))
+		if math.IsNaN(d) {
+			return math.Inf(1), 0, i, nil
+		}
+		if d > diff {
+			diff, at = d, i
+		}
+		scale = max(scale, math.Abs(float64(w[i])))
+	}
+	return diff, scale, at, nil
+}
+
+// step is one checked intermediate of a golden test.
+type step struct {
+	name      string
+	got, want *tensor.Tensor
+	tol       float64
+}
+
+// checkSteps compares intermediates in order and names the first that
+// diverges.
+func checkSteps(t *testing.T, steps ...step) {
+	t.Helper()
+	for _, s := range steps {
+		d, sc, at, err := maxAbsDiff(s.got, s.want)
+		if err != nil {
+			t.Fatalf("first diverging intermediate: %s: %v", s.name, err)
+		}
+		tol := min(s.tol, relTol*sc)
+		t.Logf("%-12s max|diff| %.3g (max|ref| %.3g, tolerance %.3g)", s.name, d, sc, tol)
+		if !(d <= tol) {
+			t.Fatalf("first diverging intermediate: %s: max|diff| %.3g at flat index %d (got %v, want %v), tolerance %.3g",
+				s.name, d, at, s.got.Contiguous().Data()[at], s.want.Contiguous().Data()[at], tol)
+		}
+	}
+}
+
+func TestComponentMoments(t *testing.T) {
+	x := readImage(t, "case_main_input_upscaled.png")
+	for _, tc := range []struct {
+		name string
+		lora bool
+		ref  string
+	}{
+		{"base", false, "vae_moments_base"},
+		{"lora", true, "vae_moments_lora"},
+		{"lora_merged", true, "vae_moments_lora_merged"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := loadTiny(t, tc.lora)
+			got := m.Encode(x, TileOptions{})
+			checkSteps(t, step{"moments", got, readRef(t, "components.safetensors", tc.ref), tolMoments})
+		})
+	}
+}
+
+func TestComponentDecoder(t *testing.T) {
+	m := loadTiny(t, false)
+	z := readRef(t, "components.safetensors", "vae_decoder_input")
+	got := m.Decode(z, TileOptions{})
+	checkSteps(t, step{"decoded_raw", got, readRef(t, "case_main_pipeline.safetensors", "decoded_raw"), tolDecoded})
+}
+
+// TestPipelineCases checks the VAE stages of every pipeline file: encoder_out
+// and moments (LoRA active) from the upscaled input, decoded_raw from
+// decoder_input, with the tile settings of the README's 'Cases'.
+func TestPipelineCases(t *testing.T) {
+	m := loadTiny(t, true)
+	official := TileOptions{Enabled: true, EncoderTileSize: 1024, DecoderTileSize: 224}
+	small := TileOptions{Enabled: true, EncoderTileSize: 64, DecoderTileSize: 8}
+	for _, tc := range []struct {
+		name, image string
+		tiles       TileOptions
+		tiled       bool // whether the settings really tile this size
+	}{
+		{"main", "case_main_input_upscaled.png", official, false},
+		{"resize", "case_resize_input_upscaled.png", official, false},
+		{"tiled", "case_tiled_input_upscaled.png", small, true},
+		{"tiled_untiled", "case_tiled_input_upscaled.png", official, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := readImage(t, tc.image)
+			h, w := x.Dim(2), x.Dim(3)
+			if tc.tiles.EncoderTiled(h, w) != tc.tiled || tc.tiles.DecoderTiled(h/8, w/8) != tc.tiled {
+				t.Fatalf("tiling decision for %dx%d: encoder %v, decoder %v, want %v",
+					h, w, tc.tiles.EncoderTiled(h, w), tc.tiles.DecoderTiled(h/8, w/8), tc.tiled)
+			}
+			file := "case_" + tc.name + "_pipeline.safetensors"
+			enc := m.EncoderForward(x, tc.tiles)
+			mom := m.Moments(enc)
+			checkSteps(t,
+				step{"encoder_out", enc, readRef(t, file, "encoder_out"), tolMoments},
+				step{"moments", mom, readRef(t, file, "moments"), tolMoments})
+			for _, f := range []string{file, "case_" + tc.name + "_mean_pipeline.safetensors"} {
+				got := m.Decode(readRef(t, f, "decoder_input"), tc.tiles)
+				checkSteps(t, step{"decoded_raw", got, readRef(t, f, "decoded_raw"), tolDecoded})
+			}
+		})
+	}
+}
