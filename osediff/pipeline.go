@@ -116,8 +116,9 @@ func Load(o LoadOptions) (*Pipeline, error) {
 	if o.LoRA != "" {
 		ck, err := lora.LoadOSEDiff(o.LoRA)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("LoRA: %w", err)
 		}
+		defer ck.Close()
 		alpha := o.LoRAAlpha
 		if alpha == 0 {
 			alpha = 8

@@ -358,9 +358,9 @@ func (s *Server) parseOptions(r *http.Request) (osediff.Options, string, *apiErr
 		}
 	}
 	ints := []struct {
-		name     string
-		dst      *int
-		lo, hi   int
+		name   string
+		dst    *int
+		lo, hi int
 	}{
 		{"latent_tile", &o.LatentTile, 8, 512}, {"latent_overlap", &o.LatentOverlap, 0, 256},
 		{"vae_encoder_tile", &o.VAEEncoderTile, 64, 8192}, {"vae_decoder_tile", &o.VAEDecoderTile, 8, 1024},

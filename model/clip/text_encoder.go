@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"sync"
 
 	"github.com/osediff-go/osediff/checkpoint"
 	"github.com/osediff-go/osediff/kernels"
@@ -193,32 +194,46 @@ func (m *CLIPMLP) Forward(x *tensor.Tensor) *tensor.Tensor {
 	return linear(m.FC2, h) // [L, D]
 }
 
+// scratch holds the transposed products of linear between calls.
+var scratch = sync.Pool{New: func() any { return new([]float32) }}
+
+// linearChunk is the number of output features linear computes per GEMM, so
+// that the transposed block [linearChunk, L] stays in L2 until it is
+// transposed into place.
+const linearChunk = 256
+
 // linear is l.Forward for the few rows (tokens) of a prompt, computed as
-// (W·xᵀ)ᵀ: the GEMM then reads the weight [Out, In] in place as its
-// row-major A operand and packs only xᵀ, where x·Wᵀ would repack the whole
-// weight on every call for just L <= 77 rows of use.
+// (W·xᵀ)ᵀ block by block of output features: the GEMM then reads the weight
+// [Out, In] in place as its row-major A operand and packs only xᵀ, where
+// x·Wᵀ would repack the whole weight on every call for just L <= 77 rows of
+// use.
 func linear(l *nn.Linear, x *tensor.Tensor) *tensor.Tensor {
 	if x.Dim(-1) != l.In {
 		panic(fmt.Sprintf("clip: linear input %v, want last dim %d", x.Shape(), l.In))
 	}
 	x = x.Contiguous()
 	rows, in, out := x.Numel()/l.In, l.In, l.Out
-	yt := make([]float32, out*rows) // [Out, L]
-	kernels.Sgemm(false, true, out, rows, in, 1, l.Weight.Data(), in, x.Data(), in, 0, yt, rows)
 	y := tensor.New(rows, out) // [L, Out]
-	yd := y.Data()
+	xd, yd, w := x.Data(), y.Data(), l.Weight.Data()
 	var bias []float32
 	if l.Bias != nil {
 		bias = l.Bias.Data()
 	}
-	const tile = 16 // output columns per transposed tile
-	parallel.For((out+tile-1)/tile, 16, func(lo, hi int) {
-		for o0 := lo * tile; o0 < min(hi*tile, out); o0 += tile {
-			o1 := min(o0+tile, out)
+	parallel.For((out+linearChunk-1)/linearChunk, 1, func(lo, hi int) {
+		buf := scratch.Get().(*[]float32)
+		defer scratch.Put(buf)
+		if cap(*buf) < linearChunk*rows {
+			*buf = make([]float32, linearChunk*rows)
+		}
+		yt := (*buf)[:linearChunk*rows]
+		for c := lo; c < hi; c++ {
+			o0, o1 := c*linearChunk, min((c+1)*linearChunk, out)
+			// yt [o1-o0, L] = W[o0:o1] · xᵀ (serial: we are inside parallel.For)
+			kernels.Sgemm(false, true, o1-o0, rows, in, 1, w[o0*in:o1*in], in, xd, in, 0, yt, rows)
 			for r := 0; r < rows; r++ {
-				dst := yd[r*out+o0 : r*out+o1]
+				dst := yd[r*out+o0 : r*out+o1] // y[r, o0:o1] = ytᵀ (+ bias)
 				for j := range dst {
-					dst[j] = yt[(o0+j)*rows+r]
+					dst[j] = yt[j*rows+r]
 				}
 				if bias != nil {
 					for j, b := range bias[o0:o1] {

@@ -141,13 +141,18 @@ func NewTransformer2DModel(ch, heads, layers, groups, crossDim int) *Transformer
 }
 
 // Forward maps x [N, C, H, W] to [N, C, H, W] given the text states ctx
-// [N, Lt, crossDim]. The NCHW↔token transposes are folded into the proj_in
-// and proj_out GEMMs.
+// [N, Lt, crossDim]; x is left unchanged.
 func (t *Transformer2DModel) Forward(x, ctx *tensor.Tensor) *tensor.Tensor {
+	return t.forwardInPlace(x.Clone(), ctx)
+}
+
+// forwardInPlace is Forward adding the result into the residual x itself
+// (contiguous, owned by the caller), which it returns. The NCHW↔token
+// transposes are folded into the proj_in and proj_out GEMMs.
+func (t *Transformer2DModel) forwardInPlace(x, ctx *tensor.Tensor) *tensor.Tensor {
 	if x.Rank() != 4 || x.Dim(1) != t.Channels {
 		panic(fmt.Sprintf("unet.Transformer2DModel: input %v, want [N, %d, H, W]", x.Shape(), t.Channels))
 	}
-	x = x.Contiguous()
 	n, c, hw := x.Dim(0), t.Channels, x.Dim(2)*x.Dim(3)
 	inner := t.ProjIn.Out
 	h := t.Norm.Forward(x, false)   // [N, C, H, W]
@@ -159,10 +164,9 @@ func (t *Transformer2DModel) Forward(x, ctx *tensor.Tensor) *tensor.Tensor {
 	for i := range t.TransformerBlocks {
 		tok = t.TransformerBlocks[i].Forward(tok, ctx) // [N, HW, inner]
 	}
-	out := x.Clone()         // [N, C, H, W] residual
-	for b := 0; b < n; b++ { // out_b += W_out · tok_bᵀ
-		kernels.Sgemm(false, true, c, hw, inner, 1, t.ProjOut.Weight.Data(), inner, tok.Data()[b*hw*inner:], inner, 1, out.Data()[b*c*hw:], hw)
+	for b := 0; b < n; b++ { // x_b += W_out · tok_bᵀ
+		kernels.Sgemm(false, true, c, hw, inner, 1, t.ProjOut.Weight.Data(), inner, tok.Data()[b*hw*inner:], inner, 1, x.Data()[b*c*hw:], hw)
 	}
-	kernels.AddChannelVector(out.Data(), n, c, hw, t.ProjOut.Bias.Data()) // [N, C, H, W]
-	return out
+	kernels.AddChannelVector(x.Data(), n, c, hw, t.ProjOut.Bias.Data()) // [N, C, H, W]
+	return x
 }

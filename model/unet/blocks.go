@@ -23,7 +23,7 @@ func (d *DownBlock2D) Forward(x, tembAct, ctx *tensor.Tensor) (*tensor.Tensor, [
 	for i := range d.Resnets {
 		x = d.Resnets[i].Forward(x, tembAct) // [N, Cout, H, W]
 		if len(d.Attentions) > 0 {
-			x = d.Attentions[i].Forward(x, ctx) // [N, Cout, H, W]
+			x = d.Attentions[i].forwardInPlace(x, ctx) // [N, Cout, H, W]
 		}
 		skips = append(skips, x)
 	}
@@ -45,8 +45,8 @@ type UNetMidBlock2DCrossAttn struct {
 func (m *UNetMidBlock2DCrossAttn) Forward(x, tembAct, ctx *tensor.Tensor) *tensor.Tensor {
 	x = m.Resnets[0].Forward(x, tembAct) // [N, C, H, W]
 	for i := range m.Attentions {
-		x = m.Attentions[i].Forward(x, ctx)    // [N, C, H, W]
-		x = m.Resnets[i+1].Forward(x, tembAct) // [N, C, H, W]
+		x = m.Attentions[i].forwardInPlace(x, ctx) // [N, C, H, W]
+		x = m.Resnets[i+1].Forward(x, tembAct)     // [N, C, H, W]
 	}
 	return x
 }
@@ -69,7 +69,7 @@ func (u *UpBlock2D) Forward(x *tensor.Tensor, skips []*tensor.Tensor, tembAct, c
 		x = nn.ConcatChannels(x, s)          // [N, C + Cskip, H, W]
 		x = u.Resnets[i].Forward(x, tembAct) // [N, Cout, H, W]
 		if len(u.Attentions) > 0 {
-			x = u.Attentions[i].Forward(x, ctx) // [N, Cout, H, W]
+			x = u.Attentions[i].forwardInPlace(x, ctx) // [N, Cout, H, W]
 		}
 	}
 	for i := range u.Upsamplers {

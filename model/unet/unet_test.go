@@ -170,3 +170,24 @@ func TestBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestTransformerForwardKeepsInput checks that the exported
+// Transformer2DModel.Forward leaves its input alone and equals the in-place
+// path the blocks use.
+func TestTransformerForwardKeepsInput(t *testing.T) {
+	m := loadTiny(t)
+	c := loadComponents(t)
+	tr := &m.DownBlocks[0].Attentions[0]
+	x := m.ConvIn.Forward(c.sample) // [1, C0, h, w]
+	before := x.Clone()
+	y := tr.Forward(x, c.ctx)
+	if d, at, _ := diff(x, before); d != 0 {
+		t.Fatalf("Forward changed its input by %g at %d", d, at)
+	}
+	if d, at, _ := diff(tr.forwardInPlace(x.Clone(), c.ctx), y); d != 0 {
+		t.Fatalf("Forward and forwardInPlace differ by %g at %d", d, at)
+	}
+	if d, _, _ := diff(y, x); d == 0 {
+		t.Fatal("Transformer2DModel is the identity")
+	}
+}
