@@ -447,7 +447,6 @@ func (p *Pipeline) Upscale(ctx context.Context, img *imageio.RGB8, o Options) (*
 // BuildPrompt is the reference's f"{tags}, {prompt},".
 func BuildPrompt(tags, prompt string) string { return tags + ", " + prompt + "," }
 
-
 // posterior returns the scaled latent: mean (default) or mean + std·eps.
 func (p *Pipeline) posterior(moments *tensor.Tensor, o *Options) (*tensor.Tensor, error) {
 	c2, h, w := moments.Dim(1), moments.Dim(2), moments.Dim(3)

@@ -38,13 +38,13 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 
 // pipelineFlags are the per-image options (upscale, serve).
 type pipelineFlags struct {
-	scale                                         float64
-	tags, prompt, colorFix, posterior, tile       string
-	tagsSet                                       bool
-	seed                                          uint64
-	latentTile, latentOverlap, encTile, decTile   int
-	processSize                                   int
-	keepProcessedSize                             bool
+	scale                                       float64
+	tags, prompt, colorFix, posterior, tile     string
+	tagsSet                                     bool
+	seed                                        uint64
+	latentTile, latentOverlap, encTile, decTile int
+	processSize                                 int
+	keepProcessedSize                           bool
 }
 
 func (p *pipelineFlags) register(fs *flag.FlagSet) {
