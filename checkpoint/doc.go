@@ -19,5 +19,9 @@
 //
 // Diffusers folders: ResolveModel finds a model folder (or a Hugging Face repo
 // id in the HF cache), ComponentWeights picks a component's weights file and
-// LoadJSON parses its config.json.
+// LoadJSON parses its config.json. Open and Inspect take any supported file.
+//
+// Malformed files give errors wrapping ErrMalformed (never a panic, never an
+// allocation larger than the file); pickles asking for anything outside the
+// allow-list give errors wrapping ErrForbidden that name the global.
 package checkpoint

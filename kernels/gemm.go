@@ -13,6 +13,10 @@ import (
 var (
 	gemmKC = 256
 	gemmNC = 512
+	// gemmPackA packs a row-major A into panels once per call when the
+	// product has at least gemmPackAMinN columns.
+	gemmPackA     = true
+	gemmPackAMinN = 256
 )
 
 // aSource is the A operand of gemmRun: either pre-packed panels
@@ -81,6 +85,12 @@ func gemmRun(ar *gemmArch, m, n, k int, A aSource, packB bPacker, c []float32, l
 		items = mp
 	}
 	workers = min(workers, items)
+	if A.packed == nil && gemmPackA && n >= gemmPackAMinN {
+		pp := getScratch(mp * mr * k)
+		defer putScratch(pp)
+		packA(ar, m, k, A.a, A.lda, *pp)
+		A = aSource{packed: *pp}
+	}
 	parallel.Run(workers, func(w, nw int) {
 		lo, hi := w*items/nw, (w+1)*items/nw
 		i0, i1, j0, j1 := 0, mp, 0, n
@@ -211,6 +221,32 @@ func matrixB(ar *gemmArch, b []float32, ldb, n int, trans bool, alpha float32) b
 			}
 		}
 	}
+}
+
+// packA packs A(i,p) = a[i*lda+p] (m×k) into the aSource panel layout.
+func packA(ar *gemmArch, m, k int, a []float32, lda int, dst []float32) {
+	mr := ar.mr
+	mp := (m + mr - 1) / mr
+	parallel.For(mp, 4, func(lo, hi int) {
+		for pc := 0; pc < k; pc += gemmKC {
+			kc := min(gemmKC, k-pc)
+			for ip := lo; ip < hi; ip++ {
+				d := dst[pc*mp*mr+ip*kc*mr : pc*mp*mr+(ip+1)*kc*mr]
+				rows := min(mr, m-ip*mr)
+				for r := 0; r < rows; r++ {
+					src := a[(ip*mr+r)*lda+pc : (ip*mr+r)*lda+pc+kc]
+					for p, v := range src {
+						d[p*mr+r] = v
+					}
+				}
+				for r := rows; r < mr; r++ {
+					for p := 0; p < kc; p++ {
+						d[p*mr+r] = 0
+					}
+				}
+			}
+		}
+	})
 }
 
 // packATrans packs A(i,p) = a[p*lda+i] (m×k) into the aSource panel layout.

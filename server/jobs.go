@@ -44,15 +44,16 @@ type Job struct {
 	tags        string
 	width       int
 	height      int
+	delivered   bool // the result was fetched at least once
 
 	input      []byte
 	imgDecoded *imageio.Image
-	opts   osediff.Options
-	format string
-	ctx    context.Context
-	cancel context.CancelFunc
-	subs   map[chan JobStatus]struct{}
-	doneCh chan struct{}
+	opts       osediff.Options
+	format     string
+	ctx        context.Context
+	cancel     context.CancelFunc
+	subs       map[chan JobStatus]struct{}
+	doneCh     chan struct{}
 }
 
 // JobStatus is the JSON view of a job.

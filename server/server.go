@@ -58,6 +58,12 @@ type Server struct {
 	mux     *http.ServeMux
 	running atomic.Int64
 	queued  atomic.Int64
+
+	// enqMu orders enqueue against Shutdown: once closing is set under it,
+	// no job enters the queue, so the workers can drain it and stop.
+	enqMu     sync.Mutex
+	closeOnce sync.Once
+	sweepOnce sync.Once
 }
 
 // New starts the workers; they wait until SetReady.
@@ -207,7 +213,7 @@ func errf(status int, kind, format string, args ...any) *apiError {
 }
 
 // newJob reads, checks and decodes a request's image and options.
-func (s *Server) newJob(r *http.Request) (*Job, *apiError) {
+func (s *Server) newJob(w http.ResponseWriter, r *http.Request) (*Job, *apiError) {
 	if !s.ready.Load() {
 		return nil, errf(http.StatusServiceUnavailable, "not_ready", "the model is still loading")
 	}
@@ -218,7 +224,7 @@ func (s *Server) newJob(r *http.Request) (*Job, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	data, aerr := s.readImage(r)
+	data, aerr := s.readImage(w, r)
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -255,8 +261,10 @@ func effScale(s float64) float64 {
 	return s
 }
 
-func (s *Server) readImage(r *http.Request) ([]byte, *apiError) {
-	body := http.MaxBytesReader(nil, r.Body, s.cfg.MaxBodyBytes)
+func (s *Server) readImage(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	// With w, an oversized body also makes the server close the connection
+	// instead of reading the rest of it.
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var src io.Reader = body
 	if ct == "multipart/form-data" {
@@ -397,6 +405,11 @@ var knownParams = map[string]bool{"scale": true, "color_fix": true, "tags": true
 
 // enqueue puts a job in the bounded queue or reports it full.
 func (s *Server) enqueue(j *Job) *apiError {
+	s.enqMu.Lock()
+	defer s.enqMu.Unlock()
+	if s.closing.Load() {
+		return errf(http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
+	}
 	j.ctx, j.cancel = context.WithCancel(context.Background())
 	s.store.add(j)
 	select {
@@ -412,17 +425,13 @@ func (s *Server) enqueue(j *Job) *apiError {
 	}
 }
 
+// worker runs jobs until Shutdown closes the queue and it is empty.
 func (s *Server) worker() {
 	defer s.wg.Done()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case j := <-s.queue:
-			s.queued.Add(-1)
-			s.metrics.queueDepth.Set(float64(s.queued.Load()))
-			s.runJob(j)
-		}
+	for j := range s.queue {
+		s.queued.Add(-1)
+		s.metrics.queueDepth.Set(float64(s.queued.Load()))
+		s.runJob(j)
 	}
 }
 
@@ -508,7 +517,7 @@ func (s *Server) fail(w http.ResponseWriter, e *apiError) {
 
 // handleUpscale answers the upscaled image; the client's disconnect cancels it.
 func (s *Server) handleUpscale(w http.ResponseWriter, r *http.Request) {
-	j, aerr := s.newJob(r)
+	j, aerr := s.newJob(w, r)
 	if aerr != nil {
 		s.fail(w, aerr)
 		return
@@ -537,7 +546,9 @@ func (s *Server) handleUpscale(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-OSEDiff-Tags", sanitizeHeader(tags))
 		_, _ = w.Write(result)
 	case StateCanceled:
-		writeErr(w, 499, "canceled", "canceled")
+		// The client is still there, so the server canceled it: the
+		// shutdown deadline passed.
+		s.fail(w, errf(http.StatusServiceUnavailable, "shutting_down", "the work was canceled: the server is shutting down"))
 	default:
 		status := http.StatusInternalServerError
 		if kind == "bad_option" {
@@ -557,7 +568,7 @@ func sanitizeHeader(s string) string {
 }
 
 func (s *Server) handleCreateJob(w http.ResponseWriter, r *http.Request) {
-	j, aerr := s.newJob(r)
+	j, aerr := s.newJob(w, r)
 	if aerr != nil {
 		s.fail(w, aerr)
 		return
@@ -598,7 +609,11 @@ func (s *Server) handleResult(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", ct)
 	w.Header().Set("Content-Length", strconv.Itoa(len(result)))
-	_, _ = w.Write(result)
+	if _, err := w.Write(result); err == nil && r.Method == http.MethodGet {
+		j.mu.Lock()
+		j.delivered = true
+		j.mu.Unlock()
+	}
 }
 
 func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
@@ -667,15 +682,19 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Shutdown stops taking work, lets queued and running jobs finish until ctx
-// ends, then cancels what is left.
+// Shutdown stops taking work (new jobs get 503), lets queued and running
+// jobs finish until ctx ends, then cancels what is left and waits for the
+// workers to stop. Status, events and results stay available through the
+// Handler: see WaitDelivered. It returns ctx's error when the deadline cut
+// work short.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.enqMu.Lock()
 	s.closing.Store(true)
+	s.closeOnce.Do(func() { close(s.queue) })
+	s.enqMu.Unlock()
 	idle := make(chan struct{})
 	go func() {
-		for s.queued.Load() > 0 || s.running.Load() > 0 {
-			time.Sleep(20 * time.Millisecond)
-		}
+		s.wg.Wait()
 		close(idle)
 	}()
 	var err error
@@ -690,10 +709,43 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		s.store.mu.Unlock()
+		<-idle // the pipeline checks its context between stages and tiles
 	}
-	close(s.stop)
-	s.wg.Wait()
+	s.sweepOnce.Do(func() { close(s.stop) })
 	return err
+}
+
+// Undelivered is the number of finished jobs whose result nobody has fetched
+// yet.
+func (s *Server) Undelivered() int {
+	s.store.mu.Lock()
+	defer s.store.mu.Unlock()
+	n := 0
+	for _, j := range s.store.jobs {
+		j.mu.Lock()
+		if j.state == StateDone && !j.delivered {
+			n++
+		}
+		j.mu.Unlock()
+	}
+	return n
+}
+
+// WaitDelivered waits until every finished job's result has been fetched
+// once (GET /v1/jobs/{id}/result), or ctx ends. A shutting-down service calls
+// it after Shutdown, before closing its listener, so that clients polling for
+// jobs that finished during the drain still get their results.
+func (s *Server) WaitDelivered(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for s.Undelivered() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 func (s *Server) sweeper() {

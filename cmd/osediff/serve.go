@@ -37,7 +37,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	ttl := fs.Duration("result-ttl", 10*time.Minute, "how long finished job results are kept")
 	apiKey := fs.String("api-key", "", "require 'Authorization: Bearer KEY' (default: $OSEDIFF_API_KEY)")
 	cors := fs.String("cors-origin", "", "allow this origin (e.g. '*'); CORS is off by default")
-	drain := fs.Duration("shutdown-timeout", 2*time.Minute, "on SIGTERM, how long running work may finish")
+	drain := fs.Duration("shutdown-timeout", 2*time.Minute, "on SIGTERM, how long queued and running work may finish")
+	resultWait := fs.Duration("shutdown-result-wait", 10*time.Second, "on SIGTERM, after the work is done, how long to wait for clients to fetch results of jobs nobody fetched yet")
 	readTO := fs.Duration("read-timeout", 2*time.Minute, "HTTP read timeout")
 	writeTO := fs.Duration("write-timeout", 30*time.Minute, "HTTP write timeout (covers synchronous upscales)")
 	idleTO := fs.Duration("idle-timeout", 2*time.Minute, "HTTP idle timeout")
@@ -66,7 +67,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	hs := &http.Server{Handler: srv, ReadTimeout: *readTO, WriteTimeout: *writeTO, IdleTimeout: *idleTO, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String())
 	fmt.Fprintf(stdout, "osediff serve: listening on http://%s\n", ln.Addr())
@@ -76,9 +77,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		prog := newProgress(stderr, true)
 		p, err := loadPipeline(ctx, &mf, defaults.Tags == nil, prog)
 		if err != nil {
+			if ctx.Err() != nil {
+				return // interrupted: the shutdown below handles it
+			}
 			log.Error("loading the model failed", "err", err)
-			stop()
-			errc <- err
+			errc <- fmt.Errorf("loading the model: %w", err)
 			return
 		}
 		srv.SetReady(func(ctx context.Context, img *imageio.Image, o osediff.Options) (*imageio.Image, *osediff.Result, error) {
@@ -94,13 +97,29 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		}
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: draining running work", "deadline", drain.String())
+	stop() // a second signal kills the process the default way
+	// Drain: new jobs get 503 and /readyz turns 503, while queued and
+	// running jobs finish; the listener stays open so that synchronous
+	// requests get their answers and job clients can poll and fetch results.
+	log.Info("shutting down: draining queued and running work", "deadline", drain.String())
 	dctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
-	derr := srv.Shutdown(dctx)
-	_ = hs.Shutdown(dctx)
-	if derr != nil {
+	if err := srv.Shutdown(dctx); err != nil {
 		log.Warn("drain deadline passed; remaining work canceled")
+	}
+	if n := srv.Undelivered(); n > 0 {
+		log.Info("waiting for clients to fetch finished results", "jobs", n, "wait", resultWait.String())
+		wctx, wcancel := context.WithTimeout(dctx, *resultWait)
+		if srv.WaitDelivered(wctx) != nil {
+			log.Warn("results left unfetched", "jobs", srv.Undelivered())
+		}
+		wcancel()
+	}
+	// Let handlers still writing (synchronous answers, event streams) end.
+	hctx, hcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer hcancel()
+	if err := hs.Shutdown(hctx); err != nil {
+		_ = hs.Close()
 	}
 	log.Info("stopped")
 	return nil

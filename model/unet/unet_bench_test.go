@@ -62,6 +62,7 @@ func TestSD21Random(t *testing.T) {
 func BenchmarkUNetSD21_64(b *testing.B) {
 	m, x, ctx := sd21Random(64, 64)
 	flops := FLOPs(m.Config, 64, 64, 77)
+	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
 		m.Forward(x, 999, ctx)
