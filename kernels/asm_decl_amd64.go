@@ -7,56 +7,56 @@ package kernels
 // gemm512p14x32 computes, for i < 14, j < 32, with A(i,p) = a[p*14+i] (packed) or a[i*lda+p] (strided)
 // and B(p,j) = b[p*32+j]:
 //
-//	s := sum_{p<k} A(i,p)*B(p,j)
+//	s := sum_{p<k} A(i,p)*B(p,j) (+ bias[i] when bias != nil)
 //	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
 //
 //go:noescape
-func gemm512p14x32(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+func gemm512p14x32(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)
 
 // gemm512s14x32 computes, for i < 14, j < 32, with A(i,p) = a[p*14+i] (packed) or a[i*lda+p] (strided)
 // and B(p,j) = b[p*32+j]:
 //
-//	s := sum_{p<k} A(i,p)*B(p,j)
+//	s := sum_{p<k} A(i,p)*B(p,j) (+ bias[i] when bias != nil)
 //	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
 //
 //go:noescape
-func gemm512s14x32(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+func gemm512s14x32(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)
 
 // gemm512p8x48 computes, for i < 8, j < 48, with A(i,p) = a[p*8+i] (packed) or a[i*lda+p] (strided)
 // and B(p,j) = b[p*48+j]:
 //
-//	s := sum_{p<k} A(i,p)*B(p,j)
+//	s := sum_{p<k} A(i,p)*B(p,j) (+ bias[i] when bias != nil)
 //	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
 //
 //go:noescape
-func gemm512p8x48(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+func gemm512p8x48(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)
 
 // gemm512s8x48 computes, for i < 8, j < 48, with A(i,p) = a[p*8+i] (packed) or a[i*lda+p] (strided)
 // and B(p,j) = b[p*48+j]:
 //
-//	s := sum_{p<k} A(i,p)*B(p,j)
+//	s := sum_{p<k} A(i,p)*B(p,j) (+ bias[i] when bias != nil)
 //	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
 //
 //go:noescape
-func gemm512s8x48(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+func gemm512s8x48(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)
 
 // gemm256p6x16 computes, for i < 6, j < 16, with A(i,p) = a[p*6+i] (packed) or a[i*lda+p] (strided)
 // and B(p,j) = b[p*16+j]:
 //
-//	s := sum_{p<k} A(i,p)*B(p,j)
+//	s := sum_{p<k} A(i,p)*B(p,j) (+ bias[i] when bias != nil)
 //	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
 //
 //go:noescape
-func gemm256p6x16(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+func gemm256p6x16(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)
 
 // gemm256s6x16 computes, for i < 6, j < 16, with A(i,p) = a[p*6+i] (packed) or a[i*lda+p] (strided)
 // and B(p,j) = b[p*16+j]:
 //
-//	s := sum_{p<k} A(i,p)*B(p,j)
+//	s := sum_{p<k} A(i,p)*B(p,j) (+ bias[i] when bias != nil)
 //	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
 //
 //go:noescape
-func gemm256s6x16(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+func gemm256s6x16(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)
 
 // packRows512_32 copies, for p < k, dst[p*32 : (p+1)*32] = src[offs[p] : offs[p]+32].
 //

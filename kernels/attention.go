@@ -127,7 +127,7 @@ func attentionFast(ar *gemmArch, v *vecOps, p AttentionParams, q, k, vv, o []flo
 						ap, kern, lda = &qpart[0], ar.kp, 0
 					}
 					for jp := 0; jp*nr < nkc; jp++ {
-						kern(d, ap, lda, &kd[(k0/nr+jp)*d*nr], &s[ip*mr*lds+jp*nr], lds, 0)
+						kern(d, ap, lda, &kd[(k0/nr+jp)*d*nr], &s[ip*mr*lds+jp*nr], lds, 0, nil)
 					}
 				}
 				// Online softmax: P = exp(scale*S - m), rescale the accumulator.
@@ -160,7 +160,7 @@ func attentionFast(ar *gemmArch, v *vecOps, p AttentionParams, q, k, vv, o []flo
 				// O += P·V.
 				for ip := 0; ip < npan; ip++ {
 					for jp := 0; jp < dp/nr; jp++ {
-						ar.ks(nkc, &s[ip*mr*lds], lds, &vd[(jp*lkp+k0)*nr], &acc[ip*mr*dp+jp*nr], dp, 1)
+						ar.ks(nkc, &s[ip*mr*lds], lds, &vd[(jp*lkp+k0)*nr], &acc[ip*mr*dp+jp*nr], dp, 1, nil)
 					}
 				}
 			}

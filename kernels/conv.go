@@ -4,14 +4,18 @@ import "github.com/osediff-go/osediff/parallel"
 
 // conv2DFast runs the convolution as a GEMM per image: A = weight
 // [OutC, InC*KH*KW] read in place, B = the implicit im2col of the image,
-// packed panel by panel straight from a zero-padded copy of the image.
+// packed panel by panel, C = the output image itself with the bias added in
+// the micro-kernel's store (no pass over the output after the GEMM).
 //
-// With unit horizontal stride the columns are taken in "padded-row space":
-// column q = i*Wp + j (Wp the padded width, j < Wp) reads the padded image at
-// q + off(c,u,v) for every kernel tap, so each packed row is one contiguous
-// copy (packRows); the Wp-OW junk columns per row are dropped when the result
-// is copied out (with the bias added on the way).
-func conv2DFast(ar *gemmArch, p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
+// The input is first copied, zero-padded, into sh×sw phase images
+// (phase (a,b) holds padded pixels (sh*r+a, sw*s+b)), so that every kernel
+// tap reads a phase image with unit stride: output pixel (i,j) and tap (u,v)
+// read phase ((u*dh)%sh, (v*dw)%sw) at (i+(u*dh)/sh, j+(v*dw)/sw). With
+// stride 1 the single phase is the padded image. A packed B panel of nr
+// output pixels that lies in one output row is thus, for every row of
+// im2col, one contiguous copy (packRows in assembly); panels that straddle
+// rows (when the output width is not a multiple of nr) copy per segment.
+func conv2DFast(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
 	sh, sw := max(p.StrideH, 1), max(p.StrideW, 1)
 	dh, dw := max(p.DilH, 1), max(p.DilW, 1)
 	oh, ow := p.OutSize(h, w)
@@ -22,126 +26,120 @@ func conv2DFast(ar *gemmArch, p Conv2DParams, n, h, w int, x, weight, bias, y []
 	A := aSource{a: weight, lda: kk}
 	inPlane, outPlane := p.InC*h*w, p.OutC*oh*ow
 	if p.KH == 1 && p.KW == 1 && sh == 1 && sw == 1 && p.PadT|p.PadB|p.PadL|p.PadR == 0 {
+		ar := pickArch(p.OutC)
 		for b := 0; b < n; b++ {
 			xb, yb := x[b*inPlane:(b+1)*inPlane], y[b*outPlane:(b+1)*outPlane]
-			gemmRun(ar, p.OutC, h*w, p.InC, A, matrixB(ar, xb, h*w, h*w, false, 1), yb, h*w, false)
-			if bias != nil {
-				AddChannelVector(yb, 1, p.OutC, h*w, bias)
-			}
+			gemmRun(ar, p.OutC, h*w, p.InC, A, matrixB(ar, xb, h*w, h*w, false, 1), yb, h*w, false, bias)
 		}
 		return
 	}
-	hp, wp := h+p.PadT+p.PadB, w+p.PadL+p.PadR
-	plane := hp * wp
+	ar := pickConvArch(p.OutC, ow)
 	nr := ar.nr
-	// Tap offsets in the padded image, one per row of im2col.
+	hp, wp := h+p.PadT+p.PadB, w+p.PadL+p.PadR
+	hps, wps := (hp+sh-1)/sh, (wp+sw-1)/sw // phase image size
+	plane := hps * wps
+	// Tap offsets in the phase images, one per row of im2col.
 	offs := make([]int, kk)
 	for c := 0; c < p.InC; c++ {
 		for u := 0; u < p.KH; u++ {
 			for v := 0; v < p.KW; v++ {
-				offs[(c*p.KH+u)*p.KW+v] = c*plane + u*dh*wp + v*dw
+				ph := (c*sh+(u*dh)%sh)*sw + (v*dw)%sw
+				offs[(c*p.KH+u)*p.KW+v] = ph*plane + (u*dh)/sh*wps + (v*dw)/sw
 			}
 		}
 	}
-	nq := oh * wp // columns in padded-row space (unit stride)
-	if sw != 1 {
-		nq = oh * ow
-	}
-	slack := 2*nr + p.KW*dw + wp + sh*wp
-	xpp := getScratch(p.InC*plane + slack)
+	xpp := getScratch(p.InC * sh * sw * plane)
 	defer putScratch(xpp)
 	xp := *xpp
-	var ypp *[]float32
-	if sw == 1 {
-		ypp = getScratch(p.OutC * nq)
-		defer putScratch(ypp)
-	}
-	// Column offsets for strided convolutions (q -> padded pixel).
-	var colOff []int
-	if sw != 1 {
-		colOff = make([]int, (nq+nr-1)/nr*nr)
-		for q := 0; q < nq; q++ {
-			colOff[q] = (q/ow)*sh*wp + (q%ow)*sw
+	nq := oh * ow
+	packB := func(dst []float32, pc, kc, j0, nc int) {
+		for jp := 0; jp*nr < nc; jp++ {
+			q := j0 + jp*nr
+			d := dst[jp*kc*nr : (jp+1)*kc*nr]
+			i, j := q/ow, q%ow
+			if j+nr <= ow {
+				ar.pack(&d[0], &xp[i*wps+j], &offs[pc], kc)
+				continue
+			}
+			// The panel straddles output rows (or ends past the last pixel).
+			for t := 0; t < nr; {
+				qq := q + t
+				if qq >= nq {
+					for k := 0; k < kc; k++ {
+						clear(d[k*nr+t : k*nr+nr])
+					}
+					break
+				}
+				i, j := qq/ow, qq%ow
+				seg := min(nr-t, ow-j)
+				src := i*wps + j
+				for k, o := range offs[pc : pc+kc] {
+					copy(d[k*nr+t:k*nr+t+seg], xp[src+o:src+o+seg])
+				}
+				t += seg
+			}
 		}
 	}
 	for b := 0; b < n; b++ {
 		xb, yb := x[b*inPlane:(b+1)*inPlane], y[b*outPlane:(b+1)*outPlane]
-		padImage(xb, xp, p.InC, h, w, p.PadT, p.PadL, hp, wp)
-		if sw == 1 {
-			// Vertical stride: padded row of output row i is i*sh.
-			packB := func(dst []float32, pc, kc, j0, nc int) {
-				for jp := 0; jp*nr < nc; jp++ {
-					q := j0 + jp*nr
-					src := (q/wp)*sh*wp + q%wp
-					ar.pack(&dst[jp*kc*nr], &xp[src], &offs[pc], kc)
-				}
-			}
-			if sh != 1 {
-				// A panel may straddle output rows: gather column by column.
-				packB = func(dst []float32, pc, kc, j0, nc int) {
-					for jp := 0; jp*nr < nc; jp++ {
-						d := dst[jp*kc*nr : (jp+1)*kc*nr]
-						for t := 0; t < nr; t++ {
-							q := j0 + jp*nr + t
-							src := (q/wp)*sh*wp + q%wp
-							for k, o := range offs[pc : pc+kc] {
-								d[k*nr+t] = xp[src+o]
-							}
-						}
-					}
-				}
-			}
-			yp := *ypp
-			gemmRun(ar, p.OutC, nq, kk, A, packB, yp, nq, false)
-			parallel.For(p.OutC, 1, func(lo, hi int) {
-				for o := lo; o < hi; o++ {
-					var bv float32
-					if bias != nil {
-						bv = bias[o]
-					}
-					for i := 0; i < oh; i++ {
-						addScalar(yb[(o*oh+i)*ow:(o*oh+i+1)*ow], yp[o*nq+i*wp:o*nq+i*wp+ow], bv)
-					}
-				}
-			})
-			continue
-		}
-		packB := func(dst []float32, pc, kc, j0, nc int) {
-			for jp := 0; jp*nr < nc; jp++ {
-				d := dst[jp*kc*nr : (jp+1)*kc*nr]
-				cols := colOff[j0+jp*nr : j0+jp*nr+nr]
-				for k, o := range offs[pc : pc+kc] {
-					row := d[k*nr : k*nr+nr]
-					src := xp[o:]
-					for t, co := range cols {
-						row[t] = src[co]
-					}
-				}
-			}
-		}
-		gemmRun(ar, p.OutC, nq, kk, A, packB, yb, nq, false)
-		if bias != nil {
-			AddChannelVector(yb, 1, p.OutC, oh*ow, bias)
-		}
+		phaseImages(xb, xp, p.InC, h, w, p.PadT, p.PadL, sh, sw, hps, wps)
+		gemmRun(ar, p.OutC, nq, kk, A, packB, yb, nq, false, bias)
 	}
 }
 
-// padImage copies x [c, h, w] into xp [c, hp, wp] at (padT, padL), zeroing
-// the border and the slack after the last plane.
-func padImage(x, xp []float32, c, h, w, padT, padL, hp, wp int) {
-	plane := hp * wp
-	parallel.For(c, 4, func(lo, hi int) {
-		for ch := lo; ch < hi; ch++ {
-			d := xp[ch*plane : (ch+1)*plane]
-			clear(d[:padT*wp])
-			for i := 0; i < h; i++ {
-				row := d[(padT+i)*wp : (padT+i+1)*wp]
-				clear(row[:padL])
-				copy(row[padL:], x[(ch*h+i)*w:(ch*h+i+1)*w])
-				clear(row[padL+w:])
+// pickConvArch prefers, among the tiles of the current level, one whose
+// width divides the output width (no B panel straddles output rows), and
+// within those the one that wastes the fewest rows for m.
+func pickConvArch(m, ow int) *gemmArch {
+	var best *gemmArch
+	bw := 0
+	for _, a := range gemmArchs[CurrentISA()] {
+		if ow%a.nr != 0 {
+			continue
+		}
+		if w := (m+a.mr-1)/a.mr*a.mr - m; best == nil || w*best.mr < bw*a.mr {
+			best, bw = a, w
+		}
+	}
+	if best == nil {
+		return pickArch(m)
+	}
+	return best
+}
+
+// phaseImages writes the sh×sw phase images of the zero-padded x [c, h, w]
+// (padding padT above, padL left, zero past the bottom and right edges) into
+// xp [c][sh][sw][hps][wps]: phase (a,b) pixel (r,s) is padded pixel
+// (sh*r+a, sw*s+b), i.e. x(sh*r+a-padT, sw*s+b-padL) or 0 outside x.
+func phaseImages(x, xp []float32, c, h, w, padT, padL, sh, sw, hps, wps int) {
+	plane := hps * wps
+	parallel.For(c*sh, 2, func(lo, hi int) {
+		for ca := lo; ca < hi; ca++ {
+			ch, a := ca/sh, ca%sh
+			for b := 0; b < sw; b++ {
+				d := xp[((ch*sh+a)*sw+b)*plane : ((ch*sh+a)*sw+b+1)*plane]
+				// Columns s of the phase that fall inside x: sw*s+b-padL in [0, w).
+				s0 := max(0, (padL-b+sw-1)/sw)
+				s1 := min(wps, (w+padL-b+sw-1)/sw)
+				for r := 0; r < hps; r++ {
+					row := d[r*wps : (r+1)*wps]
+					i := sh*r + a - padT
+					if i < 0 || i >= h || s0 >= s1 {
+						clear(row)
+						continue
+					}
+					clear(row[:s0])
+					clear(row[s1:])
+					src := x[(ch*h+i)*w : (ch*h+i+1)*w]
+					if sw == 1 {
+						copy(row[s0:s1], src[s0+b-padL:])
+						continue
+					}
+					for s, k := s0, sw*s0+b-padL; s < s1; s, k = s+1, k+sw {
+						row[s] = src[k]
+					}
+				}
 			}
-			clear(d[(padT+h)*wp:])
 		}
 	})
-	clear(xp[c*plane:])
 }

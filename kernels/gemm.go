@@ -15,7 +15,7 @@ var (
 	gemmNC = 512
 	// gemmPackA packs a row-major A into panels once per call when the
 	// product has at least gemmPackAMinN columns.
-	gemmPackA     = true
+	gemmPackA     = false
 	gemmPackAMinN = 256
 )
 
@@ -63,10 +63,12 @@ func pickArch(m int) *gemmArch {
 	return best
 }
 
-// gemmRun computes C (+)= A·B for m×k A (see aSource) and k×n B (packed on
-// the fly by packB) into row-major C (ldc), adding to C when accumulate is
-// set. Work is split over the pool along N (or M when N is narrow).
-func gemmRun(ar *gemmArch, m, n, k int, A aSource, packB bPacker, c []float32, ldc int, accumulate bool) {
+// gemmRun computes C (+)= A·B (+ bias[i] on row i when bias != nil) for m×k
+// A (see aSource) and k×n B (packed on the fly by packB) into row-major C
+// (ldc), adding to C when accumulate is set. The bias is added in the
+// micro-kernel's store. Work is split over the pool along N (or M when N is
+// narrow).
+func gemmRun(ar *gemmArch, m, n, k int, A aSource, packB bPacker, c []float32, ldc int, accumulate bool, bias []float32) {
 	if m <= 0 || n <= 0 {
 		return
 	}
@@ -102,26 +104,31 @@ func gemmRun(ar *gemmArch, m, n, k int, A aSource, packB bPacker, c []float32, l
 		if i0 >= i1 || j0 >= j1 {
 			return
 		}
-		gemmBlock(ar, m, k, mp, i0, i1, j0, j1, A, packB, c, ldc, accumulate)
+		gemmBlock(ar, m, k, mp, i0, i1, j0, j1, A, packB, c, ldc, accumulate, bias)
 	})
 }
 
 // gemmBlock runs row panels [i0,i1) × columns [j0,j1) on the calling goroutine.
-func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, packB bPacker, c []float32, ldc int, accumulate bool) {
+func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, packB bPacker, c []float32, ldc int, accumulate bool, bias []float32) {
 	mr, nr := ar.mr, ar.nr
 	kcMax := min(gemmKC, max(k, 1))
 	ncb := max(nr, gemmNC/nr*nr) // columns per packed B block
 	ncMax := min(ncb, (j1-j0+nr-1)/nr*nr)
-	bufp := getScratch(kcMax*ncMax + kcMax*mr + mr*nr)
+	bufp := getScratch(kcMax*ncMax + kcMax*mr + 2*mr*nr)
 	defer putScratch(bufp)
 	buf := *bufp
 	bp := buf[:kcMax*ncMax]
 	apart := buf[kcMax*ncMax : kcMax*ncMax+kcMax*mr]
-	tmp := buf[kcMax*ncMax+kcMax*mr:]
+	tmp := buf[kcMax*ncMax+kcMax*mr : kcMax*ncMax+kcMax*mr+mr*nr]
+	bpart := buf[kcMax*ncMax+kcMax*mr+mr*nr:] // bias of a partial row panel
 	if k == 0 {
-		if !accumulate {
-			for i := i0 * mr; i < min(i1*mr, m); i++ {
-				clear(c[i*ldc+j0 : i*ldc+j1])
+		for i := i0 * mr; i < min(i1*mr, m); i++ {
+			row := c[i*ldc+j0 : i*ldc+j1]
+			if !accumulate {
+				clear(row)
+			}
+			if bias != nil {
+				addScalar(row, row, bias[i])
 			}
 		}
 		return
@@ -155,14 +162,24 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, packB bPac
 					}
 					ap = &apart[0]
 				}
+				var bv *float32 // bias of these rows, added once (first k block)
+				if bias != nil && pc == 0 {
+					if rows == mr {
+						bv = &bias[ip*mr]
+					} else {
+						clear(bpart)
+						copy(bpart, bias[ip*mr:ip*mr+rows])
+						bv = &bpart[0]
+					}
+				}
 				for jp := 0; jp*nr < nc; jp++ {
 					cols := min(nr, nc-jp*nr)
 					cj := jc + jp*nr
 					if rows == mr && cols == nr {
-						kern(kc, ap, lda, &bp[jp*kc*nr], &c[ip*mr*ldc+cj], ldc, acc)
+						kern(kc, ap, lda, &bp[jp*kc*nr], &c[ip*mr*ldc+cj], ldc, acc, bv)
 						continue
 					}
-					kern(kc, ap, lda, &bp[jp*kc*nr], &tmp[0], nr, 0)
+					kern(kc, ap, lda, &bp[jp*kc*nr], &tmp[0], nr, 0, bv)
 					for r := 0; r < rows; r++ {
 						crow := c[(ip*mr+r)*ldc+cj : (ip*mr+r)*ldc+cj+cols]
 						t := tmp[r*nr : r*nr+cols]
@@ -297,5 +314,5 @@ func sgemmFast(ar *gemmArch, transA, transB bool, m, n, k int, alpha float32, a 
 		packATrans(ar, m, k, a, lda, *pp)
 		A = aSource{packed: *pp}
 	}
-	gemmRun(ar, m, n, k, A, matrixB(ar, b, ldb, n, transB, alpha), c, ldc, accumulate)
+	gemmRun(ar, m, n, k, A, matrixB(ar, b, ldb, n, transB, alpha), c, ldc, accumulate, nil)
 }

@@ -113,8 +113,8 @@ func gemmKernel(s isa, mr, nv int, strided bool) {
 	bReg := func(j int) string { return s.r(nacc + j) }
 	aReg := func(t int) string { return s.r(nacc + nv + t%2) }
 	acc := func(i, j int) string { return s.r(i*nv + j) }
-	fmt.Fprintf(&out, "\n// func %s(k int, a *float32, lda int, b, c *float32, ldc int, acc int)\n", name)
-	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-56\n", name)
+	fmt.Fprintf(&out, "\n// func %s(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-64\n", name)
 	p("MOVQ k+0(FP), CX")
 	p("MOVQ a+8(FP), SI")
 	p("MOVQ lda+16(FP), R11")
@@ -131,6 +131,17 @@ func gemmKernel(s isa, mr, nv int, strided bool) {
 		p("LEAQ (R14)(R11*1), AX")  // 7
 		p("LEAQ (SI)(AX*1), R10")   // row 7
 		p("LEAQ (R10)(AX*1), BX")   // row 14
+	}
+	// Prefetch the C tile (nv+1 lines per row covers a misaligned row) so
+	// that the final load/store does not wait on memory.
+	p("MOVQ DX, AX")
+	for i := 0; i < mr; i++ {
+		for j := 0; j <= nv*s.w*4/64; j++ {
+			p("PREFETCHT0 %d(AX)", j*64)
+		}
+		if i < mr-1 {
+			p("ADDQ R8, AX")
+		}
 	}
 	for i := 0; i < nacc; i++ {
 		if s.reg == "Z" {
@@ -188,6 +199,17 @@ func gemmKernel(s isa, mr, nv int, strided bool) {
 	p("DECQ CX")
 	p("JNZ %s", lp)
 	label(st)
+	// Bias: every row i of the tile gets bias[i] added (when bias != nil).
+	p("MOVQ bias+56(FP), BX")
+	p("TESTQ BX, BX")
+	p("JEQ %snobias", st)
+	for i := 0; i < mr; i++ {
+		p("VBROADCASTSS %d(BX), %s", i*4, aReg(0))
+		for j := 0; j < nv; j++ {
+			p("VADDPS %s, %s, %s", aReg(0), acc(i, j), acc(i, j))
+		}
+	}
+	label(st + "nobias")
 	p("TESTQ R9, R9")
 	p("JEQ %sonly", st)
 	for i := 0; i < mr; i++ {

@@ -51,11 +51,11 @@ func SetISA(l ISA) ISA {
 
 // gemmArch is one register-tile micro-kernel family: C[mr×nr] (+)= A·B over k
 // with packed B panels [k][nr], and A either packed [k][mr] (kp) or strided
-// rows (ks).
+// rows (ks); a non-nil bias adds bias[i] to row i of the tile.
 type gemmArch struct {
 	name   string
 	mr, nr int
-	kp, ks func(k int, a *float32, lda int, b, c *float32, ldc int, acc int)
+	kp, ks func(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)
 	pack   func(dst, src *float32, offs *int, k int) // packRows of nr floats
 }
 

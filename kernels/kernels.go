@@ -95,8 +95,8 @@ func (p Conv2DParams) OutSize(h, w int) (int, int) {
 //	y[b,o,i,j] = bias[o] + sum_{c,u,v} x[b,c,i*sH-padT+u*dH, j*sW-padL+v*dW]*w[o,c,u,v]
 //	(out-of-image x reads as 0)
 func Conv2D(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
-	if ar := pickArch(p.OutC); ar != nil {
-		conv2DFast(ar, p, n, h, w, x, weight, bias, y)
+	if pickArch(p.OutC) != nil {
+		conv2DFast(p, n, h, w, x, weight, bias, y)
 		return
 	}
 	conv2DRef(p, n, h, w, x, weight, bias, y)
@@ -451,18 +451,24 @@ func addChannelVectorRef(x []float32, n, c, hw int, v []float32) {
 }
 
 // Upsample2xNearest: x [nc, h, w] -> y [nc, 2h, 2w], each pixel repeated 2×2.
+// Rows are spread over the pool; each output row pair is one widening pass
+// and one copy.
 func Upsample2xNearest(x, y []float32, nc, h, w int) {
-	for p := 0; p < nc; p++ {
-		for i := 0; i < 2*h; i++ {
-			src := x[(p*h+i/2)*w:]
-			dst := y[(p*2*h+i)*2*w:]
-			for j := 0; j < w; j++ {
-				v := src[j]
-				dst[2*j] = v
-				dst[2*j+1] = v
-			}
-		}
+	if w == 0 {
+		return
 	}
+	parallel.For(nc*h, max(1, eltGrain/(4*w)), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			src := x[r*w : (r+1)*w]
+			d0 := y[2*r*2*w : (2*r+1)*2*w]
+			d0 = d0[:2*len(src)]
+			for j, v := range src {
+				d0[2*j] = v
+				d0[2*j+1] = v
+			}
+			copy(y[(2*r+1)*2*w:(2*r+2)*2*w], d0)
+		}
+	})
 }
 
 // AttentionParams describes multi-head attention over token-major buffers:

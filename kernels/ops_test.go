@@ -39,6 +39,13 @@ func TestConv2DConformance(t *testing.T) {
 		{1, 3, 2, 1, 1, 3, 1, 1, 1, 1, 1, 1, true},
 		{1, 2, 3, 6, 6, 2, 3, 1, 0, 0, 0, 0, false}, // stride 3 (vertical stride gather path)
 		{1, 4, 127, 33, 7, 3, 1, 1, 1, 1, 1, 1, true},
+		{1, 3, 14, 9, 128, 3, 2, 1, 0, 1, 0, 1, true}, // stride 2, output width 64 (whole panels)
+		{2, 5, 20, 10, 64, 3, 1, 1, 1, 1, 1, 1, true}, // output width a multiple of every tile width
+		{2, 3, 16, 7, 96, 3, 1, 1, 1, 1, 1, 1, false}, // ... of 32 and 48, batch 2
+		{1, 3, 5, 13, 17, 3, 2, 2, 1, 2, 2, 1, true},  // stride 2 with dilation, asymmetric pads
+		{1, 4, 6, 9, 9, 1, 2, 1, 0, 0, 0, 0, true},    // 1x1 stride 2
+		{2, 3, 7, 11, 37, 4, 3, 1, 3, 0, 2, 1, true},  // stride 3, even kernel, pads wider than stride
+		{1, 2, 31, 17, 63, 3, 2, 1, 1, 1, 1, 1, true}, // stride 2 with symmetric pad
 	}
 	// Vertical-only stride: StrideH 2, StrideW 1.
 	for _, l := range levels()[1:] {
@@ -244,6 +251,26 @@ func TestNormsConformance(t *testing.T) {
 			addChannelVectorRef(want[:2*rows*(cols/2)], 2, rows, cols/2, cv)
 			withISA(t, l, func() { AddChannelVector(got[:2*rows*(cols/2)], 2, rows, cols/2, cv) })
 			compare(t, fmt.Sprintf("%v/AddChannelVector/hw=%d", l, cols/2), got, want, 0, 0)
+		}
+	}
+}
+
+// Upsample is exact: every output equals its source pixel.
+func TestUpsample2xNearest(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	for _, s := range [][3]int{{1, 1, 1}, {3, 5, 7}, {2, 17, 31}, {5, 33, 65}, {1, 2, 257}, {64, 9, 0}, {300, 4, 3}} {
+		nc, h, w := s[0], s[1], s[2]
+		x := randSlice(r, nc*h*w)
+		got := make([]float32, nc*4*h*w)
+		Upsample2xNearest(x, got, nc, h, w)
+		for p := 0; p < nc; p++ {
+			for i := 0; i < 2*h; i++ {
+				for j := 0; j < 2*w; j++ {
+					if g, want := got[(p*2*h+i)*2*w+j], x[(p*h+i/2)*w+j/2]; g != want {
+						t.Fatalf("%v: y[%d,%d,%d] = %g, want %g", s, p, i, j, g, want)
+					}
+				}
+			}
 		}
 	}
 }

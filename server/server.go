@@ -119,8 +119,8 @@ func (s *Server) SetReady(fn UpscaleFunc) {
 	s.ready.Store(true)
 }
 
-// Handler is the service's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler is the service's HTTP handler (the Server itself).
+func (s *Server) Handler() http.Handler { return s }
 
 func (s *Server) routes() {
 	m := http.NewServeMux()
@@ -134,14 +134,48 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/jobs/{id}/result", s.auth(s.handleResult))
 	m.HandleFunc("GET /v1/jobs/{id}/events", s.auth(s.handleEvents))
 	m.HandleFunc("DELETE /v1/jobs/{id}", s.auth(s.handleCancel))
-	m.HandleFunc("OPTIONS /", s.handleOptions)
 	s.mux = m
 }
 
-// ServeHTTP adds CORS headers when configured.
+// ServeHTTP adds CORS headers when configured and answers unknown paths and
+// methods with a JSON error like every other error.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.cors(w)
+	if r.Method == http.MethodOptions { // CORS preflight, any path
+		s.handleOptions(w, r)
+		return
+	}
+	h, pattern := s.mux.Handler(r)
+	if pattern == "" { // the mux's own 404, 405 or redirect
+		rec := &statusOnly{header: w.Header()}
+		h.ServeHTTP(rec, r)
+		switch rec.status {
+		case http.StatusNotFound:
+			writeErr(w, http.StatusNotFound, "not_found", "no such path: "+r.URL.Path)
+			return
+		case http.StatusMethodNotAllowed:
+			writeErr(w, http.StatusMethodNotAllowed, "method", r.Method+" not allowed on "+r.URL.Path)
+			return
+		}
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// statusOnly records the status a handler writes and drops its body.
+type statusOnly struct {
+	header http.Header
+	status int
+}
+
+func (s *statusOnly) Header() http.Header { return s.header }
+func (s *statusOnly) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+}
+func (s *statusOnly) Write(b []byte) (int, error) {
+	s.WriteHeader(http.StatusOK)
+	return len(b), nil
 }
 
 func (s *Server) cors(w http.ResponseWriter) {

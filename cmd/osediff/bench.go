@@ -41,6 +41,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		build := time.Since(t0).Seconds()
+		osediff.LimitGarbage(1 << 30)
 		res, err := osediff.RunBench(context.Background(), p, *caseName, *precision)
 		if err != nil {
 			return err

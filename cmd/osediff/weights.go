@@ -47,6 +47,7 @@ func loadPipeline(ctx context.Context, mf *modelFlags, needTagger bool, prog *pr
 	if err != nil {
 		return nil, err
 	}
+	osediff.LimitGarbage(1 << 30)
 	prog.line("loaded the model in %.1fs", time.Since(t0).Seconds())
 	return p, nil
 }

@@ -200,7 +200,7 @@ var scratch = sync.Pool{New: func() any { return new([]float32) }}
 // linearChunk is the number of output features linear computes per GEMM, so
 // that the transposed block [linearChunk, L] stays in L2 until it is
 // transposed into place.
-const linearChunk = 256
+const linearChunk = 128
 
 // linear is l.Forward for the few rows (tokens) of a prompt, computed as
 // (W·xᵀ)ᵀ block by block of output features: the GEMM then reads the weight

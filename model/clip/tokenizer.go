@@ -20,7 +20,8 @@ const maxMerges = 49152 - 256 - 2
 const endOfWord = "</w>"
 
 // Tokenizer is the CLIP byte-level BPE tokenizer (CLIPTokenizer /
-// CLIPTokenizerFast of transformers 4.28). It is safe for concurrent use.
+// CLIPTokenizerFast of transformers 4.28). Encode is safe for concurrent use
+// (set FixText before).
 type Tokenizer struct {
 	// MaxLength is the padded/truncated length of Encode (model_max_length, 77).
 	MaxLength int
