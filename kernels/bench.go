@@ -25,6 +25,11 @@ type BenchResult struct {
 	// few percent understate the kernel.
 	OtherCPU   float64 `json:"other_cpu_share"`
 	IdleBefore float64 `json:"idle_before"`
+	// GFLOPsPerCPUSecond is FLOPs over the least CPU time (all threads) this
+	// process spent on one repetition: the per-core rate while running,
+	// which contention from other processes barely affects (an estimate of
+	// GFLOPs/Threads() on an idle machine, if the work is balanced).
+	GFLOPsPerCPUSecond float64 `json:"gflops_per_cpu_second,omitempty"`
 }
 
 // BenchmarkNames lists the shapes RunBenchmarks measures, in order.
@@ -134,6 +139,9 @@ func RunBenchmark(name string, reps int) (BenchResult, error) {
 	r := BenchResult{Name: name, Seconds: q.best, OtherCPU: q.others, IdleBefore: q.idleBefore}
 	if flops > 0 {
 		r.GFLOPs = flops / r.Seconds / 1e9
+		if q.bestCPU > 0 {
+			r.GFLOPsPerCPUSecond = flops / q.bestCPU / 1e9
+		}
 		if pk := PeakGFLOPs(); pk > 0 {
 			r.PercentOfPeak = 100 * r.GFLOPs / pk
 		}

@@ -14,7 +14,9 @@ var (
 	gemmKC = 256
 	gemmNC = 512
 	// gemmPackA packs a row-major A into panels once per call when the
-	// product has at least gemmPackAMinN columns.
+	// product has at least gemmPackAMinN columns. Off: on Zen 5 the strided
+	// micro-kernel reads A in place at the packed kernel's speed (see
+	// BenchmarkMicroKernelL2) and packing cost 5-30% on conv-sized products.
 	gemmPackA     = false
 	gemmPackAMinN = 256
 )

@@ -458,3 +458,40 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 var _ = fmt.Sprint
+
+func TestUnknownPathsAndMethods(t *testing.T) {
+	f := &fake{}
+	_, ts := newTestServer(t, f, Config{})
+	cases := []struct {
+		method, path string
+		status       int
+	}{
+		{"GET", "/favicon.ico", 404},
+		{"GET", "/v1/nothing", 404},
+		{"GET", "/v1/upscale", 405},
+		{"PUT", "/v1/jobs/abc", 405},
+		{"OPTIONS", "/v1/upscale", 405}, // CORS is off
+	}
+	for _, c := range cases {
+		req, _ := http.NewRequest(c.method, ts.URL+c.path, nil)
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.StatusCode != c.status || r.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: %d %q, want %d with a JSON error", c.method, c.path, r.StatusCode, r.Header.Get("Content-Type"), c.status)
+		}
+		decodeErr(t, r)
+		r.Body.Close()
+	}
+	_, ts2 := newTestServer(t, f, Config{CORSOrigin: "*"})
+	req, _ := http.NewRequest("OPTIONS", ts2.URL+"/v1/upscale", nil)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 204 || r.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Fatalf("preflight with CORS on: %d %v", r.StatusCode, r.Header)
+	}
+}

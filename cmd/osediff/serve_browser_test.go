@@ -126,15 +126,21 @@ func TestServePageInBrowser(t *testing.T) {
 		NaturalW, NaturalH int
 		ShownW, ShownH     float64
 		InputW, InputH     int
-		BeforeShownW       float64
+		Border             float64 // the divider's x in the comparison
+		InputShownW        float64 // the input's box: the same as the result's
+		InputClip          string
+		SliderW            float64
+		Pixelated          bool
 		Status, Meta, Bar  string
 		Download, DLName   string
 		Cancel             bool
 	}
 	const readView = `(() => { const $ = id => document.getElementById(id);
-		const a = $('after'), b = $('beforeImg'), ar = a.getBoundingClientRect();
+		const a = $('after'), b = $('beforeImg'), ar = a.getBoundingClientRect(), d = $('divider').getBoundingClientRect();
 		return {NaturalW: a.naturalWidth, NaturalH: a.naturalHeight, ShownW: ar.width, ShownH: ar.height,
-			InputW: b.naturalWidth, InputH: b.naturalHeight, BeforeShownW: $('before').getBoundingClientRect().width,
+			InputW: b.naturalWidth, InputH: b.naturalHeight, Border: d.left + d.width / 2 - ar.left,
+			InputShownW: b.getBoundingClientRect().width, InputClip: getComputedStyle(b).clipPath,
+			SliderW: $('slider').getBoundingClientRect().width, Pixelated: getComputedStyle(a).imageRendering === 'pixelated',
 			Status: $('status').textContent, Meta: $('meta').textContent, Bar: $('bar').style.width,
 			Download: $('download').href, DLName: $('download').download, Cancel: !$('cancel').hidden}; })()`
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[view](readView))
@@ -149,8 +155,15 @@ func TestServePageInBrowser(t *testing.T) {
 	if v.ShownW < 300 || v.ShownH < 200 {
 		t.Errorf("result shown at %.0fx%.0f px: too small to compare", v.ShownW, v.ShownH)
 	}
-	if d := v.BeforeShownW - v.ShownW/2; d < -3 || d > 3 {
-		t.Errorf("the input covers %.0f px of %.0f with the slider at 50%%", v.BeforeShownW, v.ShownW)
+	if d := v.ShownH - v.ShownW*128/160; d < -2 || d > 2 {
+		t.Errorf("result shown at %.0fx%.0f: aspect ratio lost", v.ShownW, v.ShownH)
+	}
+	if v.InputShownW != v.ShownW || v.SliderW != v.ShownW || !v.Pixelated {
+		t.Errorf("input shown %.0f px wide, slider %.0f px, result %.0f px (want all equal); pixelated %v",
+			v.InputShownW, v.SliderW, v.ShownW, v.Pixelated)
+	}
+	if d := v.Border - v.ShownW/2; d < -3 || d > 3 || v.InputClip != "inset(0px 50% 0px 0px)" {
+		t.Errorf("slider at 50%%: border at %.0f px of %.0f, input clipped by %q", v.Border, v.ShownW, v.InputClip)
 	}
 	if !strings.HasPrefix(v.Status, "done") || v.Bar != "100%" || v.Cancel {
 		t.Errorf("status %q, bar %q, cancel shown %v", v.Status, v.Bar, v.Cancel)
@@ -165,14 +178,69 @@ func TestServePageInBrowser(t *testing.T) {
 	// The slider moves the border between input and result.
 	must("move the slider", chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](
 		`(() => { const s = document.getElementById('slider'); s.value = 25; s.dispatchEvent(new Event('input')); })()`)))
-	w, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`document.getElementById('before').getBoundingClientRect().width`))
+	v2, err := chromedp.Run(ctx, chromedp.Evaluate[view](readView))
 	must("slider", err)
-	if d := w - v.ShownW/4; d < -3 || d > 3 {
-		t.Errorf("slider at 25%%: the input covers %.0f px of %.0f", w, v.ShownW)
+	if d := v2.Border - v.ShownW/4; d < -3 || d > 3 || v2.InputClip != "inset(0px 75% 0px 0px)" {
+		t.Errorf("slider at 25%%: border at %.0f px of %.0f, input clipped by %q", v2.Border, v.ShownW, v2.InputClip)
 	}
 	must("slider back", chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](
 		`(() => { const s = document.getElementById('slider'); s.value = 50; s.dispatchEvent(new Event('input')); })()`)))
 
+	// A slower image: the page shows the pipeline's stages and a growing bar.
+	slow := filepath.Join(t.TempDir(), "slow.png")
+	if err := os.WriteFile(slow, slowPNG(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const watch = `(() => { const $ = id => document.getElementById(id); window.seen = [];
+		new MutationObserver(() => window.seen.push($('status').textContent + ' | ' + $('bar').style.width))
+			.observe($('form'), {subtree: true, childList: true, attributes: true, characterData: true}); })()`
+	must("upscale a slower image", chromedp.Do(ctx,
+		chromedp.Evaluate[chromedp.Void](watch),
+		chromedp.SetUploadFiles(chromedp.ID("file"), []string{slow}),
+		chromedp.Click(chromedp.ID("go")),
+		chromedp.Poll[chromedp.Void](`document.getElementById('status').textContent === 'done' && document.getElementById('after').naturalWidth === 384`),
+	))
+	seen, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.seen`))
+	must("progress", err)
+	stages := 0
+	for _, s := range seen {
+		if strings.Contains(s, "UNet") || strings.Contains(s, "VAE") {
+			stages++
+		}
+	}
+	if stages == 0 || !strings.HasSuffix(seen[len(seen)-1], "| 100%") {
+		t.Errorf("the page showed no progress: %q", seen)
+	}
+	var shown []string
+	for _, s := range seen {
+		if len(shown) == 0 || shown[len(shown)-1] != s {
+			shown = append(shown, s)
+		}
+	}
+	t.Logf("progress shown (status | bar): %q", shown)
+
+	// Cancel while it runs.
+	canceled := p.metric(`osediff_errors_total{kind="canceled"}`)
+	must("start again", chromedp.Do(ctx,
+		chromedp.Click(chromedp.ID("go")),
+		chromedp.Poll[chromedp.Void](`/VAE|UNet|prompt/.test(document.getElementById('status').textContent)`),
+	))
+	running, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	must("screenshot while running", err)
+	must("cancel", chromedp.Do(ctx,
+		chromedp.Click(chromedp.ID("cancel")),
+		chromedp.Poll[chromedp.Void](`document.getElementById('status').textContent === 'canceled' && !document.getElementById('go').disabled`),
+	))
+	if got := p.metric(`osediff_errors_total{kind="canceled"}`); got != canceled+1 {
+		t.Errorf("the server counted %v canceled jobs, want %v", got, canceled+1)
+	}
+
+	// Back to the first result for the screenshot.
+	must("upscale again", chromedp.Do(ctx,
+		chromedp.SetUploadFiles(chromedp.ID("file"), []string{input}),
+		chromedp.Click(chromedp.ID("go")),
+		chromedp.Poll[chromedp.Void](`document.getElementById('status').textContent === 'done' && document.getElementById('after').naturalWidth === 160`),
+	))
 	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	must("screenshot", err)
 	dir := os.Getenv("OSEDIFF_SCREENSHOT_DIR")
@@ -181,11 +249,13 @@ func TestServePageInBrowser(t *testing.T) {
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "serve_page.png")
-	if err := os.WriteFile(path, shot, 0o644); err != nil {
-		t.Fatal(err)
+	for name, b := range map[string][]byte{"serve_page.png": shot, "serve_page_running.png": running} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s (%d bytes)", path, len(b))
 	}
-	t.Logf("screenshot: %s (%d bytes)", path, len(shot))
 
 	mu.Lock()
 	defer mu.Unlock()

@@ -560,6 +560,7 @@ func TestServeSIGTERMDrains(t *testing.T) {
 	r.Body.Close()
 
 	// Keep the worker busy, then queue two jobs and three synchronous requests.
+	images0 := p.metric("osediff_images_total")
 	slow := createJob(t, p.URL, "", slowPNG(t))
 	waitUntil(t, 30*time.Second, "the slow job to run", func() bool { return getStatus(t, p.URL, slow.ID).State == "running" })
 	jobs := []jobStatus{createJob(t, p.URL, "", lq), createJob(t, p.URL, "", lq)}
@@ -582,7 +583,13 @@ func TestServeSIGTERMDrains(t *testing.T) {
 			answers <- syncAnswer{r.StatusCode, b, err}
 		}()
 	}
-	waitUntil(t, 30*time.Second, "5 waiting jobs", func() bool { return p.metric("osediff_queue_depth") == 5 })
+	waitUntil(t, 30*time.Second, "6 accepted jobs", func() bool {
+		return p.metric("osediff_images_total")-images0+p.metric("osediff_in_flight")+p.metric("osediff_queue_depth") == 6
+	})
+	pending := p.metric("osediff_in_flight") + p.metric("osediff_queue_depth")
+	if pending < 3 {
+		t.Fatalf("only %v jobs pending at SIGTERM: the slow job was too fast to test a drain", pending)
+	}
 
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -642,8 +649,8 @@ func TestServeSIGTERMDrains(t *testing.T) {
 		t.Fatalf("exit: %v\n%s", p.err, p.stderr)
 	}
 	last := fetched[len(fetched)-1]
-	t.Logf("drain: last result fetched %.2fs after SIGTERM, exit %.2fs after SIGTERM (status 0)",
-		last.Sub(sent).Seconds(), exitedAt.Sub(sent).Seconds())
+	t.Logf("drain: %v jobs pending at SIGTERM; last result fetched %.2fs after SIGTERM, exit %.2fs after SIGTERM (status 0)",
+		pending, last.Sub(sent).Seconds(), exitedAt.Sub(sent).Seconds())
 	if exitedAt.Sub(last) > 10*time.Second {
 		t.Errorf("exit %.1fs after the last delivery: the server waited for nothing", exitedAt.Sub(last).Seconds())
 	}

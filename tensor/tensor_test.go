@@ -1,0 +1,135 @@
+package tensor
+
+import (
+	"math"
+	"testing"
+)
+
+func seq(shape ...int) *Tensor {
+	t := New(shape...)
+	for i := range t.Data() {
+		t.Data()[i] = float32(i)
+	}
+	return t
+}
+
+func TestViews(t *testing.T) {
+	x := seq(2, 3, 4) // [[[0..3],[4..7],[8..11]],[[12..]]]
+	cases := []struct {
+		name  string
+		view  *Tensor
+		shape []int
+		want  []float32
+		cont  bool
+	}{
+		{"reshape", x.Reshape(6, 4), []int{6, 4}, nil, true},
+		{"reshape -1", x.Reshape(-1, 12), []int{2, 12}, nil, true},
+		{"permute", x.Permute(2, 0, 1), []int{4, 2, 3}, []float32{0, 4, 8, 12, 16, 20, 1, 5, 9, 13, 17, 21}, false},
+		{"narrow", x.Narrow(1, 1, 2), []int{2, 2, 4}, []float32{4, 5, 6, 7, 8, 9, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23}, false},
+		{"slice last", x.Slice(2, 1, 3), []int{2, 3, 2}, []float32{1, 2, 5, 6, 9, 10, 13, 14, 17, 18, 21, 22}, false},
+		{"select", x.Select(0, 1), []int{3, 4}, []float32{12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23}, true},
+		{"select mid", x.Select(1, 2), []int{2, 4}, []float32{8, 9, 10, 11, 20, 21, 22, 23}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if !SameShape(c.view.Shape(), c.shape) {
+				t.Fatalf("shape %v, want %v", c.view.Shape(), c.shape)
+			}
+			if c.view.IsContiguous() != c.cont {
+				t.Fatalf("contiguous %v, want %v", c.view.IsContiguous(), c.cont)
+			}
+			got := c.view.Contiguous().Data()
+			if c.want == nil {
+				c.want = x.Data()
+			}
+			for i := range c.want {
+				if got[i] != c.want[i] {
+					t.Fatalf("element %d: %v, want %v (got %v)", i, got[i], c.want[i], got)
+				}
+			}
+		})
+	}
+	// Views share storage.
+	v := x.Narrow(2, 1, 1)
+	v.Set(-1, 0, 0, 0)
+	if x.At(0, 0, 1) != -1 {
+		t.Fatal("narrow view does not share storage")
+	}
+	// CopyFrom into a strided view.
+	dst := New(2, 3, 4)
+	dst.Permute(2, 0, 1).CopyFrom(x.Permute(2, 0, 1))
+	for i, v := range dst.Data() {
+		if v != x.Data()[i] {
+			t.Fatalf("CopyFrom: %d", i)
+		}
+	}
+	// Zero-size and scalar tensors.
+	if New(0, 3).Contiguous().Numel() != 0 || New().Numel() != 1 {
+		t.Fatal("zero-size or scalar")
+	}
+}
+
+func TestPanicsOnMisuse(t *testing.T) {
+	for name, fn := range map[string]func(){
+		"reshape size":   func() { seq(2, 3).Reshape(4, 2) },
+		"bad permute":    func() { seq(2, 3).Permute(0, 0) },
+		"narrow range":   func() { seq(2, 3).Narrow(1, 2, 2) },
+		"index":          func() { seq(2, 3).At(2, 0) },
+		"data of a view": func() { seq(2, 3).Permute(1, 0).Data() },
+		"fromdata size":  func() { FromData(make([]float32, 5), 2, 3) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Fatal("no panic")
+				}
+			}()
+			fn()
+		})
+	}
+}
+
+func TestHalfConversions(t *testing.T) {
+	// Every float16 value round-trips exactly through float32.
+	for h := 0; h < 1<<16; h++ {
+		f := F16ToF32(uint16(h))
+		if math.IsNaN(float64(f)) {
+			if back := F32ToF16(f); back&0x7c00 != 0x7c00 || back&0x3ff == 0 {
+				t.Fatalf("NaN %04x -> %04x", h, back)
+			}
+			continue
+		}
+		if back := F32ToF16(f); back != uint16(h) {
+			t.Fatalf("f16 %04x -> %v -> %04x", h, f, back)
+		}
+	}
+	cases := []struct {
+		f    float32
+		want uint16
+	}{
+		{1, 0x3c00}, {-2, 0xc000}, {65504, 0x7bff}, {65520, 0x7c00}, {1e-8, 0}, {5.960464477539063e-08, 1},
+		{1.0009765625 / 2 * 2, 0x3c01}, {1 + 1.0/2048, 0x3c00} /* tie to even */, {1 + 3.0/2048, 0x3c02},
+	}
+	for _, c := range cases {
+		if got := F32ToF16(c.f); got != c.want {
+			t.Errorf("F32ToF16(%v) = %04x, want %04x", c.f, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		f    float32
+		want uint16
+	}{{1, 0x3f80}, {-2, 0xc000}, {1 + 1.0/256, 0x3f80} /* tie to even */, {1 + 3.0/256, 0x3f82}, {float32(math.Inf(1)), 0x7f80}} {
+		if got := F32ToBF16(c.f); got != c.want {
+			t.Errorf("F32ToBF16(%v) = %04x, want %04x", c.f, got, c.want)
+		}
+		if back := BF16ToF32(c.want); F32ToBF16(back) != c.want {
+			t.Errorf("bf16 %04x does not round-trip", c.want)
+		}
+	}
+	dst := make([]float32, 3)
+	F16SliceToF32(dst, []uint16{0x3c00, 0xc000, 0})
+	BF16SliceToF32(dst[:1], []uint16{0x4000})
+	if dst[0] != 2 || dst[1] != -2 || dst[2] != 0 {
+		t.Fatal(dst)
+	}
+}
