@@ -298,7 +298,18 @@ func sigmul(s isa, v, nal, t1, t2, t3, t4 string) {
 	p("VMULPS %s, %s, %s", nal, v, t4)
 	exp(s, t4, t1, t2, t3)
 	p("VADDPS %s, %s, %s", c("one"), t4, t4)
-	p("VDIVPS %s, %s, %s", t4, v, v)
+	if s.reg != "Z" {
+		p("VDIVPS %s, %s, %s", t4, v, v)
+		return
+	}
+	// v / d as v * (1/d): VRCP14PS (2^-14) and one Newton step,
+	// r += r*(1 - d*r), give 1/d to about 2^-27 at a fraction of
+	// VDIVPS's cost (an infinite d gives r = 0: x/inf = 0 as before).
+	p("VRCP14PS %s, %s", t4, t1)
+	p("VMOVUPS %s, %s", c("one"), t2)
+	p("VFNMADD231PS %s, %s, %s", t1, t4, t2) // t2 = 1 - d*r
+	p("VFMADD231PS %s, %s, %s", t2, t1, t1)  // r += r*t2
+	p("VMULPS %s, %s, %s", t1, v, v)
 }
 
 // hsum reduces vector register index i to a scalar in X(i) (clobbers tmp).

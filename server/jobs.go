@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"sort"
 	"sync"
 	"time"
 
@@ -46,7 +47,6 @@ type Job struct {
 	height      int
 	delivered   bool // the result was fetched at least once
 
-	input      []byte
 	imgDecoded *imageio.Image
 	opts       osediff.Options
 	format     string
@@ -137,7 +137,6 @@ func (j *Job) setState(s JobState, err error, kind string) {
 	case StateDone, StateFailed, StateCanceled:
 		j.finished = now
 		j.err, j.errKind = err, kind
-		j.input = nil
 		if s == StateDone {
 			j.percent = 100
 		}
@@ -178,17 +177,40 @@ func (j *Job) subscribe() (chan JobStatus, func()) {
 	}
 }
 
-// store keeps jobs by id and forgets finished ones after a TTL.
+// store keeps jobs by id and forgets finished ones after a TTL, or the
+// oldest finished ones when more than max are kept.
 type store struct {
 	mu   sync.Mutex
 	jobs map[string]*Job
 	ttl  time.Duration
+	max  int
 }
 
 func (s *store) add(j *Job) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.jobs[j.ID] = j
-	s.mu.Unlock()
+	if s.max <= 0 || len(s.jobs) <= s.max {
+		return
+	}
+	type fin struct {
+		id string
+		at time.Time
+	}
+	var done []fin
+	for id, j := range s.jobs {
+		j.mu.Lock()
+		if j.state.terminal() {
+			done = append(done, fin{id, j.finished})
+		}
+		j.mu.Unlock()
+	}
+	if extra := len(done) - s.max; extra > 0 {
+		sort.Slice(done, func(a, b int) bool { return done[a].at.Before(done[b].at) })
+		for _, f := range done[:extra] {
+			delete(s.jobs, f.id)
+		}
+	}
 }
 
 func (s *store) get(id string) *Job {

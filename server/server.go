@@ -36,6 +36,7 @@ type Config struct {
 	MaxOutPixels int64         // output pixels [64 Mpx]
 	MaxScale     float64       // [8]
 	ResultTTL    time.Duration // how long finished jobs are kept [10 min]
+	MaxResults   int           // finished jobs kept at most; the oldest go first [100]
 	APIKey       string        // bearer token; "" = no auth
 	CORSOrigin   string        // Access-Control-Allow-Origin; "" = CORS off
 	RetryAfter   time.Duration // the Retry-After of a 429 [5 s]
@@ -89,6 +90,9 @@ func New(cfg Config) *Server {
 	if cfg.ResultTTL <= 0 {
 		cfg.ResultTTL = 10 * time.Minute
 	}
+	if cfg.MaxResults <= 0 {
+		cfg.MaxResults = 100
+	}
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = 5 * time.Second
 	}
@@ -99,7 +103,7 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: log, queue: make(chan *Job, cfg.QueueSize), store: store{jobs: map[string]*Job{}, ttl: cfg.ResultTTL},
+	s := &Server{cfg: cfg, log: log, queue: make(chan *Job, cfg.QueueSize), store: store{jobs: map[string]*Job{}, ttl: cfg.ResultTTL, max: cfg.MaxResults},
 		stop: make(chan struct{})}
 	s.metrics = newMetrics(s)
 	s.routes()

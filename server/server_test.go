@@ -495,3 +495,40 @@ func TestUnknownPathsAndMethods(t *testing.T) {
 		t.Fatalf("preflight with CORS on: %d %v", r.StatusCode, r.Header)
 	}
 }
+
+func TestMaxResultsDropsOldest(t *testing.T) {
+	f := &fake{}
+	_, ts := newTestServer(t, f, Config{MaxResults: 2})
+	var ids []string
+	for i := 0; i < 4; i++ {
+		r, err := http.Post(ts.URL+"/v1/jobs", "image/png", bytes.NewReader(pngBytes(t, 8, 8)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st JobStatus
+		json.NewDecoder(r.Body).Decode(&st)
+		r.Body.Close()
+		ids = append(ids, st.ID)
+		waitFor(t, func() bool {
+			r, err := http.Get(ts.URL + "/v1/jobs/" + st.ID)
+			if err != nil {
+				return false
+			}
+			defer r.Body.Close()
+			var s JobStatus
+			json.NewDecoder(r.Body).Decode(&s)
+			return s.State == StateDone
+		})
+		time.Sleep(2 * time.Millisecond) // distinct finish times
+	}
+	for i, want := range []int{404, 200, 200, 200} {
+		r, err := http.Get(ts.URL + "/v1/jobs/" + ids[i] + "/result")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != want {
+			t.Errorf("job %d: %d, want %d (the oldest finished job goes when more than 2 are kept)", i, r.StatusCode, want)
+		}
+	}
+}

@@ -35,6 +35,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	maxOut := fs.Int64("max-output-pixels", 64<<20, "largest output image in pixels")
 	maxScale := fs.Float64("max-scale", 8, "largest scale a request may ask for")
 	ttl := fs.Duration("result-ttl", 10*time.Minute, "how long finished job results are kept")
+	maxResults := fs.Int("max-results", 100, "finished job results kept at most (the oldest are dropped first)")
 	apiKey := fs.String("api-key", "", "require 'Authorization: Bearer KEY' (default: $OSEDIFF_API_KEY)")
 	cors := fs.String("cors-origin", "", "allow this origin (e.g. '*'); CORS is off by default")
 	drain := fs.Duration("shutdown-timeout", 2*time.Minute, "on SIGTERM, how long queued and running work may finish")
@@ -58,7 +59,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	srv := server.New(server.Config{
 		Defaults: defaults, Workers: *workers, QueueSize: *queue, MaxBodyBytes: *maxBody, MaxPixels: *maxPixels,
-		MaxOutPixels: *maxOut, MaxScale: *maxScale, ResultTTL: *ttl, APIKey: *apiKey, CORSOrigin: *cors, Logger: log,
+		MaxOutPixels: *maxOut, MaxScale: *maxScale, ResultTTL: *ttl, MaxResults: *maxResults, APIKey: *apiKey, CORSOrigin: *cors, Logger: log,
 	})
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -699,3 +699,65 @@ func TestServeSIGTERMDeadline(t *testing.T) {
 		t.Errorf("log lacks the deadline warning:\n%s", p.stderr)
 	}
 }
+
+// TestServeModelLoadFails: a model that cannot be loaded ends the process
+// with an error and a non-zero status (it must not serve "not ready" forever
+// nor exit 0).
+func TestServeModelLoadFails(t *testing.T) {
+	cmd := exec.Command(osediffBinary(t), "serve", "--listen", "127.0.0.1:0", "--offline", "--tags", "x",
+		"--model", filepath.Join(t.TempDir(), "missing"), "--lora", tinyLoRA)
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("exit: %v, want status 1\n%s", err, &out)
+		}
+		if !strings.Contains(out.String(), "loading the model") {
+			t.Fatalf("no error message:\n%s", &out)
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("still running 30 s after a failed load\n%s", &out)
+	}
+}
+
+// TestServeAPIKeyFromEnv: $OSEDIFF_API_KEY turns bearer auth on.
+func TestServeAPIKeyFromEnv(t *testing.T) {
+	t.Setenv("OSEDIFF_API_KEY", "k3y")
+	p := startServe(t)
+	lq := readFile(t, filepath.Join(tinyRef, "case_main_lq.png"))
+	r, err := post(context.Background(), p.URL+"/v1/upscale", "image/png", lq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := wantJSONError(t, r, http.StatusUnauthorized); e.Kind != "auth" || r.Header.Get("WWW-Authenticate") == "" {
+		t.Fatalf("without the key: %+v", e)
+	}
+	req, _ := http.NewRequest(http.MethodPost, p.URL+"/v1/upscale", bytes.NewReader(lq))
+	req.Header.Set("Authorization", "Bearer k3y")
+	r, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 200 {
+		t.Fatalf("with the key: %d", r.StatusCode)
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/"} {
+		r, err := http.Get(p.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != 200 {
+			t.Errorf("%s needs no key: %d", path, r.StatusCode)
+		}
+	}
+}
