@@ -355,7 +355,7 @@ func cvtRow() {
 }
 
 // Tiles: mr×nr with nr = 32 or 64.
-var tiles = [][2]int{{14, 2}, {12, 2}, {8, 2}, {6, 4}, {4, 4}}
+var tiles = [][2]int{{14, 2}, {12, 2}, {8, 2}, {4, 2}, {6, 4}, {4, 4}}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "-table" {
