@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/osediff-go/osediff/kernels"
+	"github.com/osediff-go/osediff/kernels/bf16"
 	"github.com/osediff-go/osediff/tensor"
 )
 
@@ -13,6 +14,9 @@ type Linear struct {
 	Bias   *tensor.Tensor `weights:"bias"`   // [out] or nil
 	In     int
 	Out    int
+
+	bf    *bf16.RightMatrix // weights packed for BF16 (see SetPrecision)
+	bfSrc *float32          // the weight data bf was packed from
 }
 
 // NewLinear makes an unbound Linear (bias optional).
@@ -32,7 +36,15 @@ func (l *Linear) Forward(x *tensor.Tensor) *tensor.Tensor {
 	x = x.Contiguous()
 	rows := x.Numel() / l.In
 	shape := append(append([]int(nil), x.Shape()[:x.Rank()-1]...), l.Out)
-	y := tensor.New(shape...)                                                                                   // [..., Out]
+	y := tensor.New(shape...) // [..., Out]
+	if CurrentPrecision() == BF16 {
+		var b []float32
+		if l.Bias != nil {
+			b = l.Bias.Data()
+		}
+		l.bf16Right().Gemm(rows, x.Data(), l.In, b, y.Data(), l.Out) // x·Wᵀ + b in bf16
+		return y
+	}
 	kernels.Sgemm(false, true, rows, l.Out, l.In, 1, x.Data(), l.In, l.Weight.Data(), l.In, 0, y.Data(), l.Out) // x·Wᵀ
 	if l.Bias != nil {
 		kernels.AddRowVector(y.Data(), rows, l.Out, l.Bias.Data()) // + b
@@ -45,6 +57,9 @@ type Conv2d struct {
 	Weight *tensor.Tensor `weights:"weight"` // [OutC, InC, KH, KW]
 	Bias   *tensor.Tensor `weights:"bias"`   // [OutC] or nil
 	P      kernels.Conv2DParams
+
+	bf    *bf16.LeftMatrix // weights packed for BF16 (see SetPrecision)
+	bfSrc *float32         // the weight data bf was packed from
 }
 
 // NewConv2d makes an unbound square-kernel convolution with symmetric padding.
@@ -72,6 +87,10 @@ func (c *Conv2d) Forward(x *tensor.Tensor) *tensor.Tensor {
 	var b []float32
 	if c.Bias != nil {
 		b = c.Bias.Data()
+	}
+	if CurrentPrecision() == BF16 {
+		c.bf16Left().Conv2D(c.P, n, h, w, x.Data(), b, y.Data()) // in bf16
+		return y
 	}
 	kernels.Conv2D(c.P, n, h, w, x.Data(), c.Weight.Data(), b, y.Data())
 	return y

@@ -426,6 +426,11 @@ def build_pipeline(args, workdir, log):
     m.vae = vae
     m.unet = unet
     m._init_tiled_vae(encoder_tile_size=oargs.vae_encoder_tiled_size, decoder_tile_size=oargs.vae_decoder_tiled_size)
+    # the official tiled VAE (my_utils/vaehook.py, used when the image is larger than a tile, e.g. 512 -> 2048)
+    # puts its GroupNorm statistics on my_utils.devices.device, hard-coded to "cuda": the same cuda -> CPU change
+    import my_utils.devices as official_devices
+    for name in ("device", "device_interrogate", "device_gfpgan", "device_esrgan", "device_codeformer"):
+        setattr(official_devices, name, torch.device("cpu"))
     m.weight_dtype = torch.float32
     ckpt["state_dict_unet"] = RandomStateDict(lambda: m.unet, args.seed + 1)
     ckpt["state_dict_vae"] = RandomStateDict(lambda: m.vae, args.seed + 2)

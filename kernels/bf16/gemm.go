@@ -32,6 +32,7 @@ var (
 // worker (256 KiB with the defaults) stays in L2 while every row panel of A
 // runs over it.
 var (
+	jpOuter = true // B panel in L1, A panels from L2 (measured better on a noisy machine)
 	kcPairs = 128
 	ncCols  = 512
 )
@@ -48,12 +49,16 @@ func Enabled() bool { return useAsm.Load() }
 // setting. Meant for tests and benchmarks.
 func SetEnabled(on bool) bool { return useAsm.Swap(on && hasAsm) }
 
-// Round converts f to bfloat16 with round to nearest even (NaN stays NaN),
-// as VCVTNE2PS2BF16 does.
+// Round converts f to bfloat16 with round to nearest even, NaN kept NaN and
+// denormal inputs flushed to a signed zero: bit for bit what VCVTNE2PS2BF16
+// does (the test checks it against the instruction).
 func Round(f float32) uint16 {
 	b := math.Float32bits(f)
 	if b&0x7fffffff > 0x7f800000 {
 		return uint16(b>>16) | 0x40
+	}
+	if b&0x7f800000 == 0 {
+		return uint16(b>>16) & 0x8000
 	}
 	b += 0x7fff + (b>>16)&1
 	return uint16(b >> 16)
@@ -230,46 +235,57 @@ func block(t *tile, m, kp, mp, i0, i1, j0, j1 int, A aOperand, B bSource, c []fl
 			if pc > 0 {
 				flags = 1
 			}
-			for ip := i0; ip < i1; ip++ {
-				rows := min(mr, m-ip*mr)
-				kern, lda := t.kp, 0
-				var ap *uint32
-				switch {
-				case A.packed != nil:
-					ap = &A.packed[pc*mp*mr+ip*kcb*mr]
-				case rows == mr:
-					ap, kern, lda = &A.rows[ip*mr*A.lda+pc], t.ks, A.lda
-				default:
-					ap = &apart[0]
-					clear(apart[:kcb*mr])
-					for r := 0; r < rows; r++ {
-						src := A.rows[(ip*mr+r)*A.lda+pc : (ip*mr+r)*A.lda+pc+kcb]
-						for p, v := range src {
-							apart[p*mr+r] = v
-						}
+			// The partial row panel of a strided A (at most one: the last).
+			if A.packed == nil && m-(i1-1)*mr < mr {
+				ip, rows := i1-1, m-(i1-1)*mr
+				clear(apart[:kcb*mr])
+				for r := 0; r < rows; r++ {
+					src := A.rows[(ip*mr+r)*A.lda+pc : (ip*mr+r)*A.lda+pc+kcb]
+					for p, v := range src {
+						apart[p*mr+r] = v
 					}
 				}
-				var rb *float32
-				if rbias != nil && pc == 0 {
-					if rows == mr {
-						rb = &rbias[ip*mr]
+			}
+			// Column panels outside, row panels inside: the B panel stays in
+			// L1 while the A panels stream from L2.
+			npb, nip := (nc+nr-1)/nr, i1-i0
+			for it := 0; it < npb*nip; it++ {
+				jp, ip := it/nip, i0+it%nip
+				if !jpOuter {
+					jp, ip = it%npb, i0+it/npb
+				}
+				cols := min(nr, nc-jp*nr)
+				cj := jc + jp*nr
+				var cb *float32
+				if cbias != nil && pc == 0 {
+					if cols == nr {
+						cb = &cbias[cj]
 					} else {
-						clear(rpart)
-						copy(rpart, rbias[ip*mr:ip*mr+rows])
-						rb = &rpart[0]
+						clear(cpart)
+						copy(cpart, cbias[cj:cj+cols])
+						cb = &cpart[0]
 					}
 				}
-				for jp := 0; jp*nr < nc; jp++ {
-					cols := min(nr, nc-jp*nr)
-					cj := jc + jp*nr
-					var cb *float32
-					if cbias != nil && pc == 0 {
-						if cols == nr {
-							cb = &cbias[cj]
+				{
+					rows := min(mr, m-ip*mr)
+					kern, lda := t.kp, 0
+					var ap *uint32
+					switch {
+					case A.packed != nil:
+						ap = &A.packed[pc*mp*mr+ip*kcb*mr]
+					case rows == mr:
+						ap, kern, lda = &A.rows[ip*mr*A.lda+pc], t.ks, A.lda
+					default:
+						ap = &apart[0]
+					}
+					var rb *float32
+					if rbias != nil && pc == 0 {
+						if rows == mr {
+							rb = &rbias[ip*mr]
 						} else {
-							clear(cpart)
-							copy(cpart, cbias[cj:cj+cols])
-							cb = &cpart[0]
+							clear(rpart)
+							copy(rpart, rbias[ip*mr:ip*mr+rows])
+							rb = &rpart[0]
 						}
 					}
 					if rows == mr && cols == nr {

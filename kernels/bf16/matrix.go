@@ -67,7 +67,9 @@ func (l *LeftMatrix) Gemm(n int, b []float32, ldb int, bias []float32, c []float
 		kernels.Sgemm(false, false, m, n, k, 1, l.ref, max(k, 1), tb, n, 0, c, ldc)
 		if bias != nil {
 			for i := 0; i < m; i++ {
-				kernels.AddScalar(c[i*ldc:i*ldc+n], bias[i])
+				for j := range c[i*ldc : i*ldc+n] {
+					c[i*ldc+j] += bias[i]
+				}
 			}
 		}
 		return
@@ -162,7 +164,11 @@ func (r *RightMatrix) Gemm(m int, a []float32, lda int, bias []float32, c []floa
 		})
 		kernels.Sgemm(false, true, m, n, k, 1, ta, max(k, 1), r.ref, max(k, 1), 0, c, ldc)
 		if bias != nil {
-			kernels.AddRowVector(c, m, n, bias) // needs ldc == n
+			for i := 0; i < m; i++ {
+				for j, v := range bias[:n] {
+					c[i*ldc+j] += v
+				}
+			}
 		}
 		return
 	}
