@@ -16,6 +16,7 @@ import (
 	"github.com/osediff-go/osediff/model/ram"
 	"github.com/osediff-go/osediff/model/unet"
 	"github.com/osediff-go/osediff/model/vae"
+	"github.com/osediff-go/osediff/nn"
 )
 
 // fixedTokenizer stands in for the CLIP tokenizer when no vocabulary is at
@@ -81,6 +82,9 @@ type BenchResult struct {
 	Peak         float64      `json:"percent_of_peak"`
 	PeakRSSBytes int64        `json:"peak_rss_bytes"`
 	PeakGFLOPs   float64      `json:"peak_gflops"`
+	// BF16Native tells whether bf16 ran on the CPU's dot-product
+	// instructions (false: the fp32 fallback).
+	BF16Native bool `json:"bf16_native"`
 }
 
 // BenchCases are the benchmark cases: input side → output side at scale 4.
@@ -93,9 +97,11 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string) (*BenchR
 	if !ok {
 		return nil, fmt.Errorf("unknown case %q (want 128_to_512 or 512_to_2048)", name)
 	}
-	if precision != "fp32" {
-		return nil, fmt.Errorf("precision %q is not available yet (fp32 only)", precision)
+	prec, err := nn.ParsePrecision(precision)
+	if err != nil {
+		return nil, err
 	}
+	defer nn.SetPrecision(nn.SetPrecision(prec))
 	img := syntheticImage(side, side, 7)
 	tags := "building, city, sky, street, tree"
 	o := Options{Scale: 4, ProcessSize: 512}
@@ -130,7 +136,7 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string) (*BenchR
 		flops["tagger"] = ram.FLOPs(p.Tagger.Config)
 	}
 	peak := kernels.PeakGFLOPs()
-	br := &BenchResult{Case: name, Precision: precision, TotalSeconds: total, PeakGFLOPs: peak}
+	br := &BenchResult{Case: name, Precision: prec.String(), TotalSeconds: total, PeakGFLOPs: peak, BF16Native: nn.BF16Native()}
 	for _, s := range res.Stages {
 		f := flops[s.Name]
 		st := BenchStage{Name: s.Name, Seconds: s.Seconds, FLOPs: f}

@@ -82,7 +82,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 }
 
 func printBench(w io.Writer, r *osediff.BenchResult) {
-	fmt.Fprintf(w, "case %s (%s), fp32 peak %.0f GFLOP/s\n", r.Case, r.Precision, r.PeakGFLOPs)
+	fmt.Fprintf(w, "case %s (%s%s), fp32 peak %.0f GFLOP/s\n", r.Case, r.Precision, map[bool]string{true: "", false: ", bf16 emulated in fp32"}[r.BF16Native || r.Precision != "bf16"], r.PeakGFLOPs)
 	fmt.Fprintf(w, "  %-14s %9s %12s %9s %7s\n", "stage", "seconds", "GFLOP", "GFLOP/s", "%peak")
 	for _, s := range r.Stages {
 		fmt.Fprintf(w, "  %-14s %9.3f %12.1f %9.1f %6.1f%%\n", s.Name, s.Seconds, s.FLOPs/1e9, s.GFLOPs, s.Peak)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/osediff-go/osediff/imageio"
 	"github.com/osediff-go/osediff/osediff"
-	"github.com/osediff-go/osediff/parallel"
 	"github.com/osediff-go/osediff/server"
 )
 
@@ -53,8 +52,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if *apiKey == "" {
 		*apiKey = os.Getenv("OSEDIFF_API_KEY")
 	}
-	if mf.threads > 0 {
-		parallel.SetThreads(mf.threads)
+	if err := mf.apply(); err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	srv := server.New(server.Config{

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/osediff-go/osediff/imageio"
+	"github.com/osediff-go/osediff/nn"
 	"github.com/osediff-go/osediff/osediff"
 	"github.com/osediff-go/osediff/parallel"
 )
@@ -24,6 +25,7 @@ type modelFlags struct {
 	model, lora, ram, dape, taggerConfig string
 	offline                              bool
 	threads                              int
+	precision                            string
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
@@ -34,6 +36,20 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.taggerConfig, "tagger-config", "", "JSON file with the tagger's shape (default: the real Swin-L RAM)")
 	fs.BoolVar(&m.offline, "offline", false, "never download: fail when the default weights are missing")
 	fs.IntVar(&m.threads, "threads", 0, "worker threads (default: all cores)")
+	fs.StringVar(&m.precision, "precision", "fp32", "fp32, or bf16 (convolutions and linear layers in bfloat16 with fp32 accumulation: about 2× faster, PSNR ≥ 40 dB against fp32)")
+}
+
+// apply sets the process-wide options of the model flags.
+func (m *modelFlags) apply() error {
+	if m.threads > 0 {
+		parallel.SetThreads(m.threads)
+	}
+	p, err := nn.ParsePrecision(m.precision)
+	if err != nil {
+		return err
+	}
+	nn.SetPrecision(p)
+	return nil
 }
 
 // pipelineFlags are the per-image options (upscale, serve).
@@ -123,8 +139,8 @@ func cmdUpscale(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if mf.threads > 0 {
-		parallel.SetThreads(mf.threads)
+	if err := mf.apply(); err != nil {
+		return err
 	}
 	prog := newProgress(stderr, *quiet)
 
