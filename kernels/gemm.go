@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"github.com/osediff-go/osediff/tensor"
 	"sync"
 
 	"github.com/osediff-go/osediff/parallel"
@@ -42,7 +43,7 @@ func getScratch(n int) *[]float32 {
 		*p = (*p)[:n]
 		return p
 	}
-	s := make([]float32, n)
+	s := tensor.Alloc(n)
 	return &s
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -85,14 +86,32 @@ type BenchResult struct {
 	// BF16Native tells whether bf16 ran on the CPU's dot-product
 	// instructions (false: the fp32 fallback).
 	BF16Native bool `json:"bf16_native"`
+	// Runs are the totals of the timed runs (TotalSeconds is their median).
+	Runs   []float64 `json:"runs"`
+	Warmup int       `json:"warmup"`
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // BenchCases are the benchmark cases: input side → output side at scale 4.
 var BenchCases = map[string]int{"128_to_512": 128, "512_to_2048": 512, "256_to_1024": 256}
 
 // RunBench runs one benchmark case ("128_to_512", "512_to_2048") on p with a
-// synthetic photo-like input. With the tagger it also times DAPE.
-func RunBench(ctx context.Context, p *Pipeline, name, precision string) (*BenchResult, error) {
+// synthetic photo-like input, warmup untimed runs then runs timed ones, and
+// reports the median of each stage and of the run totals (as the peer
+// script does). With the tagger it also times DAPE. Peak RSS is the
+// high-water mark from the first timed run on (Linux).
+func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, runs int) (*BenchResult, error) {
 	side, ok := BenchCases[name]
 	if !ok {
 		return nil, fmt.Errorf("unknown case %q (want 128_to_512 or 512_to_2048)", name)
@@ -108,13 +127,32 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string) (*BenchR
 	if p.Tagger == nil {
 		o.Tags = &tags
 	}
-	resetPeakRSS()
-	t0 := time.Now()
-	res, err := p.Upscale(ctx, img, o)
-	if err != nil {
-		return nil, err
+	for i := 0; i < warmup; i++ {
+		if _, err := p.Upscale(ctx, img, o); err != nil {
+			return nil, err
+		}
 	}
-	total := time.Since(t0).Seconds()
+	runs = max(runs, 1)
+	resetPeakRSS()
+	var res *Result
+	totals := make([]float64, runs)
+	stageTimes := map[string][]float64{}
+	for i := 0; i < runs; i++ {
+		t0 := time.Now()
+		r, err := p.Upscale(ctx, img, o)
+		if err != nil {
+			return nil, err
+		}
+		totals[i] = time.Since(t0).Seconds()
+		for _, s := range r.Stages {
+			stageTimes[s.Name] = append(stageTimes[s.Name], s.Seconds)
+		}
+		res = r
+	}
+	total := median(totals)
+	for i := range res.Stages {
+		res.Stages[i].Seconds = median(stageTimes[res.Stages[i].Name])
+	}
 	W, H := res.Plan.W, res.Plan.H
 	h, w := H/8, W/8
 	ucfg := p.UNet.Config
@@ -136,7 +174,8 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string) (*BenchR
 		flops["tagger"] = ram.FLOPs(p.Tagger.Config)
 	}
 	peak := kernels.PeakGFLOPs()
-	br := &BenchResult{Case: name, Precision: prec.String(), TotalSeconds: total, PeakGFLOPs: peak, BF16Native: nn.BF16Native()}
+	br := &BenchResult{Case: name, Precision: prec.String(), TotalSeconds: total, PeakGFLOPs: peak, BF16Native: nn.BF16Native(),
+		Runs: totals, Warmup: warmup}
 	for _, s := range res.Stages {
 		f := flops[s.Name]
 		st := BenchStage{Name: s.Name, Seconds: s.Seconds, FLOPs: f}

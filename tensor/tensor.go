@@ -17,7 +17,7 @@ type Tensor struct {
 // New allocates a zero-filled contiguous tensor.
 func New(shape ...int) *Tensor {
 	n := numel(shape)
-	return &Tensor{shape: cloneInts(shape), strides: contiguousStrides(shape), data: make([]float32, n)}
+	return &Tensor{shape: cloneInts(shape), strides: contiguousStrides(shape), data: Alloc(n)}
 }
 
 // FromData wraps data (not copied) as a contiguous tensor of the given shape.

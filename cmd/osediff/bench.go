@@ -28,6 +28,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	precision := fs.String("precision", "fp32", "fp32 or bf16")
 	tagger := fs.Bool("tagger", true, "include the Swin-L DAPE tagger")
 	threads := fs.Int("threads", 0, "worker threads (default: all cores)")
+	warmup := fs.Int("warmup", 1, "untimed runs first")
+	runs := fs.Int("runs", 3, "timed runs (the median is reported)")
 	if err := fs.Parse(args); err != nil {
 		return exitCode(2)
 	}
@@ -42,7 +44,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 		build := time.Since(t0).Seconds()
 		osediff.LimitGarbage(1 << 30)
-		res, err := osediff.RunBench(context.Background(), p, *caseName, *precision)
+		res, err := osediff.RunBench(context.Background(), p, *caseName, *precision, *warmup, *runs)
 		if err != nil {
 			return err
 		}
@@ -60,7 +62,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	var all []*osediff.BenchResult
 	for _, c := range []string{"128_to_512", "512_to_2048"} {
 		cmd := exec.Command(exe, "bench", "--case", c, "--precision", *precision, "--json", fmt.Sprintf("--tagger=%v", *tagger),
-			fmt.Sprintf("--threads=%d", *threads))
+			fmt.Sprintf("--threads=%d", *threads), fmt.Sprintf("--warmup=%d", *warmup), fmt.Sprintf("--runs=%d", *runs))
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, stderr
 		if err := cmd.Run(); err != nil {
@@ -88,7 +90,7 @@ func printBench(w io.Writer, r *osediff.BenchResult) {
 		fmt.Fprintf(w, "  %-14s %9.3f %12.1f %9.1f %6.1f%%\n", s.Name, s.Seconds, s.FLOPs/1e9, s.GFLOPs, s.Peak)
 	}
 	fmt.Fprintf(w, "  %-14s %9.3f %12.1f %9.1f %6.1f%%\n", "total", r.TotalSeconds, r.TotalFLOPs/1e9, r.GFLOPs, r.Peak)
-	fmt.Fprintf(w, "  peak RSS %.2f GiB\n", float64(r.PeakRSSBytes)/(1<<30))
+	fmt.Fprintf(w, "  peak RSS %.2f GiB; median of %d timed runs after %d warm-up (totals %.2f s)\n", float64(r.PeakRSSBytes)/(1<<30), len(r.Runs), r.Warmup, r.Runs)
 }
 
 func cmdBenchKernels(args []string, stdout, stderr io.Writer) error {
@@ -108,10 +110,14 @@ func cmdBenchKernels(args []string, stdout, stderr io.Writer) error {
 	}
 	for _, r := range kernels.RunBenchmarks(*reps) {
 		if *asJSON {
-			_ = json.NewEncoder(stdout).Encode(map[string]any{"name": r.Name, "seconds": r.Seconds, "gflops": r.GFLOPs, "percent_of_peak": r.PercentOfPeak})
+			_ = json.NewEncoder(stdout).Encode(r)
 			continue
 		}
-		fmt.Fprintf(stdout, "%-26s %10.4f s %8.1f GFLOP/s %6.1f%% of peak\n", r.Name, r.Seconds, r.GFLOPs, r.PercentOfPeak)
+		if r.CopySeconds > 0 {
+			fmt.Fprintf(stdout, "%-26s %10.4f s  %.2f× the time of copying the tensor (%.4f s)  others' CPU %.0f%%\n", r.Name, r.Seconds, r.VsCopy, r.CopySeconds, 100*r.OtherCPU)
+			continue
+		}
+		fmt.Fprintf(stdout, "%-26s %10.4f s %8.1f GFLOP/s %6.1f%% of peak (%.0f%% of 234)  others' CPU %.0f%%\n", r.Name, r.Seconds, r.GFLOPs, r.PercentOfPeak, 100*r.GFLOPs/234, 100*r.OtherCPU)
 	}
 	return nil
 }

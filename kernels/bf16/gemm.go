@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/osediff-go/osediff/parallel"
+	"github.com/osediff-go/osediff/tensor"
 )
 
 // tile is one register-tile micro-kernel: C[mr×nr] (+)= A·B over kp k-pairs,
@@ -131,7 +132,8 @@ func getU32(n int) *[]uint32 {
 		*p = (*p)[:n]
 		return p
 	}
-	s := make([]uint32, n)
+	f := tensor.Alloc(n)
+	s := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(f))), n)
 	return &s
 }
 
@@ -140,7 +142,7 @@ func getF32(n int) *[]float32 {
 		*p = (*p)[:n]
 		return p
 	}
-	s := make([]float32, n)
+	s := tensor.Alloc(n)
 	return &s
 }
 
@@ -149,7 +151,8 @@ func getU16(n int) *[]uint16 {
 		*p = (*p)[:n]
 		return p
 	}
-	s := make([]uint16, n)
+	f := tensor.Alloc((n + 1) / 2)
+	s := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(f))), n)
 	return &s
 }
 
