@@ -19,6 +19,6 @@ func adviseHuge(s []float32) {
 	if hi <= lo {
 		return
 	}
-	b := unsafe.Slice((*byte)(unsafe.Pointer(lo)), hi-lo)
-	_ = unix.Madvise(b, unix.MADV_HUGEPAGE)
+	all := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*4)
+	_ = unix.Madvise(all[lo-start:hi-start], unix.MADV_HUGEPAGE)
 }
