@@ -125,6 +125,7 @@ func cmdUpscale(args []string, stdout, stderr io.Writer) error {
 	overwrite := fs.Bool("overwrite", false, "redo outputs that already exist")
 	quiet := fs.Bool("quiet", false, "no progress output")
 	maxPixels := fs.Int64("max-input-pixels", 64<<20, "refuse inputs with more pixels (decompression bombs)")
+	maxOut := fs.Int64("max-output-pixels", 256<<20, "refuse images whose working or output size has more pixels")
 	if err := fs.Parse(args); err != nil {
 		return exitCode(2)
 	}
@@ -177,7 +178,7 @@ func cmdUpscale(args []string, stdout, stderr io.Writer) error {
 			break
 		}
 		t0 := time.Now()
-		err := upscaleOne(ctx, p, j, opts, lim, *quality, prog, n+1, len(todo))
+		err := upscaleOne(ctx, p, j, opts, lim, *maxOut, *quality, prog, n+1, len(todo))
 		if err != nil {
 			prog.line("FAILED %s: %v", j.in, err)
 			failed = append(failed, fmt.Sprintf("%s: %v", j.in, err))
@@ -270,10 +271,17 @@ func normFormat(f string) string {
 	return ""
 }
 
-func upscaleOne(ctx context.Context, p *osediff.Pipeline, j job, opts osediff.Options, lim imageio.Limits, quality int, prog *progress, n, total int) error {
+func upscaleOne(ctx context.Context, p *osediff.Pipeline, j job, opts osediff.Options, lim imageio.Limits, maxOut int64, quality int, prog *progress, n, total int) error {
 	img, err := imageio.ReadFile(j.in, lim)
 	if err != nil {
 		return err
+	}
+	plan, err := osediff.PlanPreprocess(img.RGB.W, img.RGB.H, opts.Scale, opts.ProcessSize)
+	if err != nil {
+		return err
+	}
+	if px := max(int64(plan.W)*int64(plan.H), int64(plan.OutW)*int64(plan.OutH)); px > maxOut {
+		return fmt.Errorf("%dx%d at scale %g gives %dx%d: too large (over --max-output-pixels %d)", img.RGB.W, img.RGB.H, opts.Scale, plan.OutW, plan.OutH, maxOut)
 	}
 	bar := prog.imageBar(fmt.Sprintf("[%d/%d] %s", n, total, filepath.Base(j.in)))
 	opts.Progress = bar.update

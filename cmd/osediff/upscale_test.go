@@ -248,6 +248,12 @@ func TestBadInputs(t *testing.T) {
 		t.Errorf("bomb: err %v\n%s", err, out)
 	}
 
+	// An output that would be absurdly large is refused before any work.
+	out, err = cli(t, tinyArgs("--process-size", "128", "--max-output-pixels", "10000", "-i", filepath.Join(tiny, "ref", "case_main_lq.png"), "-o", filepath.Join(dir, "big.png"))...)
+	if err == nil || !strings.Contains(out, "too large") {
+		t.Errorf("output limit: err %v\n%s", err, out)
+	}
+
 	// A model folder missing a component, and a LoRA that does not fit.
 	broken := filepath.Join(dir, "model")
 	copyDir(t, filepath.Join(tiny, "model"), broken)
