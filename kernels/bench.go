@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/osediff-go/osediff/parallel"
+	"github.com/osediff-go/osediff/tensor"
 )
 
 // BenchResult is one line of `osediff bench kernels`.
@@ -95,8 +96,10 @@ func RunBenchmarks(reps int) []BenchResult {
 func RunBenchmark(name string, reps int) (BenchResult, error) {
 	reps = max(reps, 1)
 	rng := rand.New(rand.NewPCG(1, 1))
+	// Buffers are allocated as the engine allocates its tensors (tensor.Alloc:
+	// huge pages advised for large ones).
 	fill := func(n int) []float32 {
-		s := make([]float32, n)
+		s := tensor.Alloc(n)
 		for i := range s {
 			s[i] = rng.Float32()*2 - 1
 		}
@@ -108,25 +111,25 @@ func RunBenchmark(name string, reps int) (BenchResult, error) {
 	switch name {
 	case "sgemm_2048":
 		const n = 2048
-		a, b, c := fill(n*n), fill(n*n), make([]float32, n*n)
+		a, b, c := fill(n*n), fill(n*n), tensor.Alloc(n*n)
 		flops = 2 * n * n * n
 		run = func() { Sgemm(false, false, n, n, n, 1, a, n, b, n, 0, c, n) }
 	case "conv3x3_128_256", "conv3x3_256_128", "conv3x3_512_64":
 		var ch, side int
 		fmt.Sscanf(name, "conv3x3_%d_%d", &ch, &side)
 		p := Conv2DParams{InC: ch, OutC: ch, KH: 3, KW: 3, StrideH: 1, StrideW: 1, PadT: 1, PadB: 1, PadL: 1, PadR: 1}
-		x, w, bias, y := fill(ch*side*side), fill(ch*ch*9), fill(ch), make([]float32, ch*side*side)
+		x, w, bias, y := fill(ch*side*side), fill(ch*ch*9), fill(ch), tensor.Alloc(ch*side*side)
 		flops = 2 * float64(ch*ch*9) * float64(side*side)
 		run = func() { Conv2D(p, 1, side, side, x, w, bias, y) }
 	case "attention_4096x64x5":
 		const l, d, h = 4096, 64, 5
-		q, k, v, o := fill(l*h*d), fill(l*h*d), fill(l*h*d), make([]float32, l*h*d)
+		q, k, v, o := fill(l*h*d), fill(l*h*d), fill(l*h*d), tensor.Alloc(l*h*d)
 		p := AttentionParams{Batch: 1, Heads: h, Lq: l, Lk: l, Dim: d, LdQ: h * d, LdK: h * d, LdV: h * d, LdO: h * d, Scale: 0.125}
 		flops = 4 * l * l * d * h
 		run = func() { Attention(p, q, k, v, o) }
 	case "groupnorm_silu_128_512":
 		const c, hw = 128, 512 * 512
-		x, y := fill(c*hw), make([]float32, c*hw)
+		x, y := fill(c*hw), tensor.Alloc(c*hw)
 		g, b := fill(c), fill(c)
 		run = func() { GroupNorm(x, y, 1, c, hw, 32, 1e-6, g, b, true) }
 		copyRun = func() {
