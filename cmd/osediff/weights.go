@@ -36,7 +36,7 @@ func loadPipeline(ctx context.Context, mf *modelFlags, needTagger bool, prog *pr
 		if mf.offline {
 			return nil, fmt.Errorf("default weights missing (%s) and --offline is set: run 'osediff fetch' or pass --model/--lora/--ram/--dape", missing[0])
 		}
-		prog.line("the default weights are missing: fetching them into %s (about 3.6 GB; 'osediff fetch' does the same)", def.Home)
+		prog.line("the default weights are missing: fetching them into %s (several GB; 'osediff fetch' does the same)", def.Home)
 		_, err := fetch.Fetch(ctx, fetch.Options{NoRAM: !needTagger, Progress: fetch.TextProgress(prog.w)})
 		if err != nil {
 			return nil, err
