@@ -209,6 +209,23 @@ type Progress struct {
 	Total int
 }
 
+// stageSpans place each stage on a 0..100 scale by its usual share of the
+// time at real size (start, width).
+var stageSpans = map[string][2]float64{
+	"preprocess": {0, 2}, "tagger": {2, 5}, "text_encoder": {7, 3}, "vae_encode": {10, 25},
+	"unet": {35, 30}, "vae_decode": {65, 33}, "colorfix": {98, 2}, "done": {100, 0},
+}
+
+// Percent is how far the Upscale call is, from 0 to 100.
+func (p Progress) Percent() float64 {
+	sp := stageSpans[p.Stage]
+	pct := sp[0]
+	if p.Total > 0 {
+		pct += sp[1] * float64(p.Done) / float64(p.Total)
+	}
+	return pct
+}
+
 func (o *Options) defaults() error {
 	if o.Scale == 0 {
 		o.Scale = 4

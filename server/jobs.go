@@ -102,20 +102,10 @@ func (j *Job) statusLocked() JobStatus {
 	return s
 }
 
-var stagePercent = map[string][2]float64{
-	"preprocess": {0, 2}, "tagger": {2, 5}, "text_encoder": {7, 3}, "vae_encode": {10, 25},
-	"unet": {35, 30}, "vae_decode": {65, 33}, "colorfix": {98, 2}, "done": {100, 0},
-}
-
 func (j *Job) progress(p osediff.Progress) {
 	j.mu.Lock()
 	j.stage, j.done, j.total = p.Stage, p.Done, p.Total
-	sp := stagePercent[p.Stage]
-	pct := sp[0]
-	if p.Total > 0 {
-		pct += sp[1] * float64(p.Done) / float64(p.Total)
-	}
-	if pct > j.percent {
+	if pct := p.Percent(); pct > j.percent {
 		j.percent = pct
 	}
 	st := j.statusLocked()

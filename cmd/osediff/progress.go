@@ -38,13 +38,6 @@ func (p *progress) line(format string, args ...any) {
 	fmt.Fprintf(p.w, format+"\n", args...)
 }
 
-// stageWeights give each stage a share of one image's bar (percent).
-var stageOrder = []string{"preprocess", "tagger", "text_encoder", "vae_encode", "unet", "vae_decode", "colorfix", "done"}
-var stageWeights = map[string][2]int{ // start, width
-	"preprocess": {0, 2}, "tagger": {2, 5}, "text_encoder": {7, 3}, "vae_encode": {10, 25},
-	"unet": {35, 30}, "vae_decode": {65, 33}, "colorfix": {98, 2}, "done": {100, 0},
-}
-
 type imageBar struct {
 	p     *progress
 	bar   *progressbar.ProgressBar
@@ -68,11 +61,7 @@ func (b *imageBar) update(pr osediff.Progress) {
 	if b.p.quiet {
 		return
 	}
-	sw := stageWeights[pr.Stage]
-	pct := sw[0]
-	if pr.Total > 0 {
-		pct += sw[1] * pr.Done / pr.Total
-	}
+	pct := int(pr.Percent())
 	if b.bar != nil {
 		desc := b.label + " " + pr.Stage
 		if pr.Stage == "unet" && pr.Total > 1 {
