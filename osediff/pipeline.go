@@ -91,7 +91,10 @@ func Load(o LoadOptions) (*Pipeline, error) {
 		return nil, fmt.Errorf("model %s: text_encoder: %w", dir, err)
 	}
 	p.TextEncoder = clip.New(tcfg)
-	if err := bindComponent(dir, "text_encoder", p.TextEncoder, checkpoint.BindOptions{Ignore: []string{"text_model.embeddings.position_ids"}}); err != nil {
+	if err := bindComponent(dir, "text_encoder", func(src checkpoint.Source) error {
+		_, err := checkpoint.Bind(p.TextEncoder, src, clip.BindOptions())
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	ucfg, err := unet.LoadConfig(filepath.Join(dir, "unet", "config.json"))
@@ -99,7 +102,10 @@ func Load(o LoadOptions) (*Pipeline, error) {
 		return nil, fmt.Errorf("model %s: unet: %w", dir, err)
 	}
 	p.UNet = unet.New(ucfg)
-	if err := bindComponent(dir, "unet", p.UNet, checkpoint.BindOptions{}); err != nil {
+	if err := bindComponent(dir, "unet", func(src checkpoint.Source) error {
+		_, err := checkpoint.Bind(p.UNet, src, checkpoint.BindOptions{})
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	vcfg, err := vae.LoadConfig(filepath.Join(dir, "vae", "config.json"))
@@ -108,7 +114,7 @@ func Load(o LoadOptions) (*Pipeline, error) {
 	}
 	p.VAE = vae.New(vcfg)
 	p.ScalingFactor = float32(vcfg.ScalingFactor)
-	if err := bindComponent(dir, "vae", p.VAE, checkpoint.BindOptions{}); err != nil {
+	if err := bindComponent(dir, "vae", p.VAE.Bind); err != nil { // accepts the legacy attention key names
 		return nil, err
 	}
 	log.Debug("base model loaded", "dir", dir, "seconds", time.Since(t0).Seconds())
@@ -145,7 +151,9 @@ func Load(o LoadOptions) (*Pipeline, error) {
 	return p, nil
 }
 
-func bindComponent(dir, comp string, m any, opts checkpoint.BindOptions) error {
+// bindComponent opens a component's weights (the .fp16 variant when present)
+// and binds them with the model's own binding rules.
+func bindComponent(dir, comp string, bind func(checkpoint.Source) error) error {
 	path, err := checkpoint.ComponentWeights(dir, comp, true)
 	if err != nil {
 		return fmt.Errorf("model %s: %w", dir, err)
@@ -155,7 +163,7 @@ func bindComponent(dir, comp string, m any, opts checkpoint.BindOptions) error {
 		return err
 	}
 	defer st.Close()
-	if _, err := checkpoint.Bind(m, st, opts); err != nil {
+	if err := bind(st); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
