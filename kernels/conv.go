@@ -82,7 +82,7 @@ func conv2DFast(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
 	}
 	for b := 0; b < n; b++ {
 		xb, yb := x[b*inPlane:(b+1)*inPlane], y[b*outPlane:(b+1)*outPlane]
-		phaseImages(xb, xp, p.InC, h, w, p.PadT, p.PadL, sh, sw, hps, wps)
+		PhaseImages(xb, xp, p.InC, h, w, p.PadT, p.PadL, sh, sw, hps, wps, copyRun, same)
 		gemmRun(ar, p.OutC, nq, kk, A, packB, yb, nq, false, bias)
 	}
 }
@@ -107,11 +107,14 @@ func pickConvArch(m, ow int) *gemmArch {
 	return best
 }
 
-// phaseImages writes the sh×sw phase images of the zero-padded x [c, h, w]
+// PhaseImages writes the sh×sw phase images of the zero-padded x [c, h, w]
 // (padding padT above, padL left, zero past the bottom and right edges) into
 // xp [c][sh][sw][hps][wps]: phase (a,b) pixel (r,s) is padded pixel
-// (sh*r+a, sw*s+b), i.e. x(sh*r+a-padT, sw*s+b-padL) or 0 outside x.
-func phaseImages(x, xp []float32, c, h, w, padT, padL, sh, sw, hps, wps int) {
+// (sh*r+a, sw*s+b), i.e. x(sh*r+a-padT, sw*s+b-padL) or 0 outside x. The
+// element type of xp is the packing's: run converts a contiguous run of x
+// (stride 1) and one converts a single value (other strides); float32 uses
+// copy and the identity, the bf16 kernels their rounding.
+func PhaseImages[T any](x []float32, xp []T, c, h, w, padT, padL, sh, sw, hps, wps int, run func(dst []T, src []float32), one func(float32) T) {
 	plane := hps * wps
 	parallel.For(c*sh, 2, func(lo, hi int) {
 		for ca := lo; ca < hi; ca++ {
@@ -132,14 +135,17 @@ func phaseImages(x, xp []float32, c, h, w, padT, padL, sh, sw, hps, wps int) {
 					clear(row[s1:])
 					src := x[(ch*h+i)*w : (ch*h+i+1)*w]
 					if sw == 1 {
-						copy(row[s0:s1], src[s0+b-padL:])
+						run(row[s0:s1], src[s0+b-padL:])
 						continue
 					}
 					for s, k := s0, sw*s0+b-padL; s < s1; s, k = s+1, k+sw {
-						row[s] = src[k]
+						row[s] = one(src[k])
 					}
 				}
 			}
 		}
 	})
 }
+
+func copyRun(dst, src []float32) { copy(dst, src) }
+func same(v float32) float32     { return v }

@@ -131,44 +131,7 @@ func (l *LeftMatrix) Conv2D(p kernels.Conv2DParams, n, h, w int, x, bias, y []fl
 	inPlane, outPlane := p.InC*h*w, p.OutC*nq
 	for b := 0; b < n; b++ {
 		xb, yb := x[b*inPlane:(b+1)*inPlane], y[b*outPlane:(b+1)*outPlane]
-		phaseImages(xb, xp, p.InC, h, w, p.PadT, p.PadL, sh, sw, hps, wps)
+		kernels.PhaseImages(xb, xp, p.InC, h, w, p.PadT, p.PadL, sh, sw, hps, wps, convert, Round)
 		run(t, p.OutC, nq, kp, aOperand{packed: l.packed}, B, yb, nq, bias, nil)
 	}
-}
-
-// phaseImages writes the sh×sw phase images of the zero-padded x [c, h, w]
-// (padding padT above, padL left, zero past the bottom and right edges),
-// rounded to bf16, into xp [c][sh][sw][hps][wps]: phase (a,b) pixel (r,s)
-// is padded pixel (sh*r+a, sw*s+b), i.e. x(sh*r+a-padT, sw*s+b-padL) or 0.
-func phaseImages(x []float32, xp []uint16, c, h, w, padT, padL, sh, sw, hps, wps int) {
-	plane := hps * wps
-	parallel.For(c*sh, 2, func(lo, hi int) {
-		for ca := lo; ca < hi; ca++ {
-			ch, a := ca/sh, ca%sh
-			for b := 0; b < sw; b++ {
-				d := xp[((ch*sh+a)*sw+b)*plane : ((ch*sh+a)*sw+b+1)*plane]
-				// Columns s of the phase that fall inside x: sw*s+b-padL in [0, w).
-				s0 := max(0, (padL-b+sw-1)/sw)
-				s1 := min(wps, (w+padL-b+sw-1)/sw)
-				for r := 0; r < hps; r++ {
-					row := d[r*wps : (r+1)*wps]
-					i := sh*r + a - padT
-					if i < 0 || i >= h || s0 >= s1 {
-						clear(row)
-						continue
-					}
-					clear(row[:s0])
-					clear(row[s1:])
-					src := x[(ch*h+i)*w : (ch*h+i+1)*w]
-					if sw == 1 {
-						convert(row[s0:s1], src[s0+b-padL:])
-						continue
-					}
-					for s, k := s0, sw*s0+b-padL; s < s1; s, k = s+1, k+sw {
-						row[s] = Round(src[k])
-					}
-				}
-			}
-		}
-	})
 }
