@@ -202,3 +202,15 @@ func geglu256(a, gate, y *float32, n int)
 //
 //go:noescape
 func fmaLoop256(n int)
+
+// widenF16512 converts n (a multiple of 16) float16 values to float32:
+//
+//	for i < n: dst[i] = tensor.F16ToF32(src[i])
+//
+//go:noescape
+func widenF16512(dst *float32, src *uint16, n int)
+
+// widenF16256 is widenF16512 on ymm registers (F16C), n a multiple of 8.
+//
+//go:noescape
+func widenF16256(dst *float32, src *uint16, n int)

@@ -15,7 +15,7 @@ import "github.com/osediff-go/osediff/parallel"
 // output pixels that lies in one output row is thus, for every row of
 // im2col, one contiguous copy (packRows in assembly); panels that straddle
 // rows (when the output width is not a multiple of nr) copy per segment.
-func conv2DFast(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
+func conv2DFast(p Conv2DParams, n, h, w int, x []float32, weight Mat, bias, y []float32, o ConvOptions) {
 	sh, sw := max(p.StrideH, 1), max(p.StrideW, 1)
 	dh, dw := max(p.DilH, 1), max(p.DilW, 1)
 	oh, ow := p.OutSize(h, w)
@@ -23,13 +23,13 @@ func conv2DFast(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
 		return
 	}
 	kk := p.InC * p.KH * p.KW
-	A := aSource{a: weight, lda: kk}
+	A := matA(weight, kk)
 	inPlane, outPlane := p.InC*h*w, p.OutC*oh*ow
-	if p.KH == 1 && p.KW == 1 && sh == 1 && sw == 1 && p.PadT|p.PadB|p.PadL|p.PadR == 0 {
+	if p.KH == 1 && p.KW == 1 && sh == 1 && sw == 1 && p.PadT|p.PadB|p.PadL|p.PadR == 0 && o.Pre == nil {
 		ar := pickArch(p.OutC)
 		for b := 0; b < n; b++ {
 			xb, yb := x[b*inPlane:(b+1)*inPlane], y[b*outPlane:(b+1)*outPlane]
-			gemmRun(ar, p.OutC, h*w, p.InC, A, matrixB(ar, xb, h*w, h*w, false, 1), yb, h*w, false, bias)
+			gemmRun(ar, p.OutC, h*w, p.InC, A, matrixB(ar, xb, h*w, h*w, false, 1), yb, h*w, o.Accumulate, bias)
 		}
 		return
 	}
@@ -37,7 +37,8 @@ func conv2DFast(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
 	nr := ar.nr
 	hp, wp := h+p.PadT+p.PadB, w+p.PadL+p.PadR
 	hps, wps := (hp+sh-1)/sh, (wp+sw-1)/sw // phase image size
-	plane := hps * wps
+	band, bhps := ConvBand(p, oh, ow, hps, wps, 4)
+	plane := bhps * wps
 	// Tap offsets in the phase images, one per row of im2col.
 	offs := make([]int, kk)
 	for c := 0; c < p.InC; c++ {
@@ -51,7 +52,7 @@ func conv2DFast(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
 	xpp := getScratch(p.InC * sh * sw * plane)
 	defer putScratch(xpp)
 	xp := *xpp
-	nq := oh * ow
+	var nq int // output pixels of the current band
 	packB := func(dst []float32, pc, kc, j0, nc int) {
 		for jp := 0; jp*nr < nc; jp++ {
 			q := j0 + jp*nr
@@ -82,9 +83,47 @@ func conv2DFast(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
 	}
 	for b := 0; b < n; b++ {
 		xb, yb := x[b*inPlane:(b+1)*inPlane], y[b*outPlane:(b+1)*outPlane]
-		PhaseImages(xb, xp, p.InC, h, w, p.PadT, p.PadL, sh, sw, hps, wps, copyRun, same)
-		gemmRun(ar, p.OutC, nq, kk, A, packB, yb, nq, false, bias)
+		pre := o.Pre.batch(b, p.InC)
+		for r0 := 0; r0 < oh; r0 += band {
+			rows := min(band, oh-r0)
+			nq = rows * ow
+			// Phase rows of this band: padded rows sh*(r0+r)+a, r < bhps.
+			PhaseImages(xb, xp, p.InC, h, w, p.PadT-sh*r0, p.PadL, sh, sw, bhps, wps, pre, copyRun, same)
+			gemmRun(ar, p.OutC, nq, kk, A, packB, yb[r0*ow:], oh*ow, o.Accumulate, bias)
+		}
 	}
+}
+
+// convBandBytes bounds the phase images a convolution materialises at once:
+// the output is computed in bands of rows whose input (with its halo) fits,
+// so the copy stays in the cache and costs no tensor-sized buffer.
+var (
+	convBandBytes   = 6 << 20
+	convBandMinCols = 2048
+)
+
+// SetConvBand sets the band budget of the convolutions (bytes of phase
+// images, and the fewest output pixels a band may have) and returns the
+// previous values; for tests and tuning, while no convolution runs.
+func SetConvBand(bytes, minCols int) (prevBytes, prevMinCols int) {
+	prevBytes, prevMinCols = convBandBytes, convBandMinCols
+	convBandBytes, convBandMinCols = bytes, minCols
+	return
+}
+
+// ConvBand returns the output rows per band of a convolution with output
+// oh×ow and phase images hps×wps (elemBytes per packed value), and the phase
+// rows a band needs. A band is never narrower than 2048 output pixels (or
+// the whole output), so that the GEMM of each band stays efficient.
+func ConvBand(p Conv2DParams, oh, ow, hps, wps, elemBytes int) (band, bandPhaseRows int) {
+	sh, sw := max(p.StrideH, 1), max(p.StrideW, 1)
+	halo := ((p.KH - 1) * max(p.DilH, 1)) / sh
+	rowBytes := p.InC * sh * sw * wps * elemBytes
+	band = max(convBandBytes/max(rowBytes, 1)-halo, (convBandMinCols+ow-1)/ow, 1)
+	if band >= oh {
+		return oh, hps
+	}
+	return band, min(band+halo, hps)
 }
 
 // pickConvArch prefers, among the tiles of the current level, one whose
@@ -110,13 +149,19 @@ func pickConvArch(m, ow int) *gemmArch {
 // PhaseImages writes the sh×sw phase images of the zero-padded x [c, h, w]
 // (padding padT above, padL left, zero past the bottom and right edges) into
 // xp [c][sh][sw][hps][wps]: phase (a,b) pixel (r,s) is padded pixel
-// (sh*r+a, sw*s+b), i.e. x(sh*r+a-padT, sw*s+b-padL) or 0 outside x. The
-// element type of xp is the packing's: run converts a contiguous run of x
-// (stride 1) and one converts a single value (other strides); float32 uses
+// (sh*r+a, sw*s+b), i.e. x(sh*r+a-padT, sw*s+b-padL) or 0 outside x. A
+// negative padT starts the images -padT rows into x (a band of rows). pre,
+// when not nil, transforms each channel of x first (the padding stays zero).
+// The element type of xp is the packing's: run converts a contiguous run of
+// x (stride 1) and one converts a single value (other strides); float32 uses
 // copy and the identity, the bf16 kernels their rounding.
-func PhaseImages[T any](x []float32, xp []T, c, h, w, padT, padL, sh, sw, hps, wps int, run func(dst []T, src []float32), one func(float32) T) {
+func PhaseImages[T any](x []float32, xp []T, c, h, w, padT, padL, sh, sw, hps, wps int, pre *ChannelAffine, run func(dst []T, src []float32), one func(float32) T) {
 	plane := hps * wps
 	parallel.For(c*sh, 2, func(lo, hi int) {
+		var tmp []float32
+		if pre != nil {
+			tmp = make([]float32, w)
+		}
 		for ca := lo; ca < hi; ca++ {
 			ch, a := ca/sh, ca%sh
 			for b := 0; b < sw; b++ {
@@ -134,6 +179,20 @@ func PhaseImages[T any](x []float32, xp []T, c, h, w, padT, padL, sh, sw, hps, w
 					clear(row[:s0])
 					clear(row[s1:])
 					src := x[(ch*h+i)*w : (ch*h+i+1)*w]
+					if pre != nil {
+						if sw == 1 {
+							seg := src[s0+b-padL : s1+b-padL]
+							if f, ok := any(row).([]float32); ok {
+								pre.apply(f[s0:s1], seg, ch)
+								continue
+							}
+							pre.apply(tmp[:len(seg)], seg, ch)
+							run(row[s0:s1], tmp[:len(seg)])
+							continue
+						}
+						pre.apply(tmp, src, ch)
+						src = tmp
+					}
 					if sw == 1 {
 						run(row[s0:s1], src[s0+b-padL:])
 						continue

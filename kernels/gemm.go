@@ -23,12 +23,22 @@ var (
 )
 
 // aSource is the A operand of gemmRun: either pre-packed panels
-// (packed[pc*mp*mr + ip*kc*mr + p*mr + i], mp = ceil(m/mr)) or row-major
-// memory read in place (A(i,p) = a[i*lda+p]).
+// (packed[pc*mp*mr + ip*kc*mr + p*mr + i], mp = ceil(m/mr)), row-major
+// memory read in place (A(i,p) = a[i*lda+p]), or row-major float16 (A(i,p)
+// = h[i*lda+p]) widened an mr×kc panel at a time.
 type aSource struct {
 	packed []float32
 	a      []float32
+	h      []uint16
 	lda    int
+}
+
+// matA is the aSource of a row-major Mat.
+func matA(m Mat, lda int) aSource {
+	if m.F16 != nil {
+		return aSource{h: m.F16, lda: lda}
+	}
+	return aSource{a: m.F32, lda: lda}
 }
 
 // bPacker fills dst[jp*kc*nr + p*nr + j] = B(pc+p, j0+jp*nr+j) for p < kc and
@@ -90,7 +100,7 @@ func gemmRun(ar *gemmArch, m, n, k int, A aSource, packB bPacker, c []float32, l
 		items = mp
 	}
 	workers = min(workers, items)
-	if A.packed == nil && gemmPackA && n >= gemmPackAMinN {
+	if A.packed == nil && A.h == nil && gemmPackA && n >= gemmPackAMinN {
 		pp := getScratch(mp * mr * k)
 		defer putScratch(pp)
 		packA(ar, m, k, A.a, A.lda, *pp)
@@ -153,6 +163,14 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, packB bPac
 				switch {
 				case A.packed != nil:
 					ap = &A.packed[pc*mp*mr+ip*kc*mr]
+				case A.h != nil:
+					// Widen the mr×kc panel into row-major apart (stride kc).
+					for r := 0; r < rows; r++ {
+						o := (ip*mr+r)*A.lda + pc
+						WidenF16(apart[r*kc:(r+1)*kc], A.h[o:o+kc])
+					}
+					clear(apart[rows*kc : mr*kc])
+					ap, kern, lda = &apart[0], ar.ks, kc
 				case rows == mr:
 					ap, kern, lda = &A.a[ip*mr*A.lda+pc], ar.ks, A.lda
 				default:
@@ -203,7 +221,53 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, packB bPac
 // matrixB returns a packer for B(p,j) = alpha*b[p*ldb+j] (or alpha*b[j*ldb+p]
 // when trans) with n columns.
 func matrixB(ar *gemmArch, b []float32, ldb, n int, trans bool, alpha float32) bPacker {
+	return matB(ar, F32(b), ldb, n, trans, alpha)
+}
+
+// matB is matrixB for a Mat: float16 rows are widened into a kc-long (or
+// nr-long) buffer first, then packed as float32 rows are.
+func matB(ar *gemmArch, bm Mat, ldb, n int, trans bool, alpha float32) bPacker {
 	nr := ar.nr
+	if bm.F16 != nil {
+		return func(dst []float32, pc, kc, j0, nc int) {
+			var rowBuf [64]float32
+			var colArr [256]float32
+			colBuf := colArr[:]
+			if kc > len(colArr) {
+				colBuf = make([]float32, kc)
+			}
+			colBuf = colBuf[:kc]
+			for jp := 0; jp*nr < nc; jp++ {
+				d := dst[jp*kc*nr : (jp+1)*kc*nr]
+				jj := j0 + jp*nr
+				w := min(nr, n-jj)
+				if !trans {
+					for p := 0; p < kc; p++ {
+						o := (pc+p)*ldb + jj
+						dr := d[p*nr : p*nr+nr]
+						row := rowBuf[:w]
+						WidenF16(row, bm.F16[o:o+w])
+						for j, v := range row {
+							dr[j] = alpha * v
+						}
+						clear(dr[w:])
+					}
+					continue
+				}
+				if w < nr {
+					clear(d)
+				}
+				for j := 0; j < w; j++ {
+					o := (jj+j)*ldb + pc
+					WidenF16(colBuf, bm.F16[o:o+kc])
+					for p, v := range colBuf {
+						d[p*nr+j] = alpha * v
+					}
+				}
+			}
+		}
+	}
+	b := bm.F32
 	return func(dst []float32, pc, kc, j0, nc int) {
 		for jp := 0; jp*nr < nc; jp++ {
 			d := dst[jp*kc*nr : (jp+1)*kc*nr]
@@ -270,7 +334,7 @@ func packA(ar *gemmArch, m, k int, a []float32, lda int, dst []float32) {
 }
 
 // packATrans packs A(i,p) = a[p*lda+i] (m×k) into the aSource panel layout.
-func packATrans(ar *gemmArch, m, k int, a []float32, lda int, dst []float32) {
+func packATrans(ar *gemmArch, m, k int, a Mat, lda int, dst []float32) {
 	mr := ar.mr
 	mp := (m + mr - 1) / mr
 	parallel.For(mp, 4, func(lo, hi int) {
@@ -280,8 +344,7 @@ func packATrans(ar *gemmArch, m, k int, a []float32, lda int, dst []float32) {
 				d := dst[pc*mp*mr+ip*kc*mr : pc*mp*mr+(ip+1)*kc*mr]
 				rows := min(mr, m-ip*mr)
 				for p := 0; p < kc; p++ {
-					src := a[(pc+p)*lda+ip*mr : (pc+p)*lda+ip*mr+rows]
-					copy(d[p*mr:], src)
+					a.Read(d[p*mr:p*mr+rows], (pc+p)*lda+ip*mr)
 					clear(d[p*mr+rows : p*mr+mr])
 				}
 			}
@@ -289,8 +352,8 @@ func packATrans(ar *gemmArch, m, k int, a []float32, lda int, dst []float32) {
 	})
 }
 
-// sgemmFast is Sgemm on the micro-kernels of the current level.
-func sgemmFast(ar *gemmArch, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+// sgemmFast is SgemmMat on the micro-kernels of the current level.
+func sgemmFast(ar *gemmArch, transA, transB bool, m, n, k int, alpha float32, a Mat, lda int, b Mat, ldb int, beta float32, c []float32, ldc int) {
 	if k == 0 || alpha == 0 {
 		for i := 0; i < m; i++ {
 			row := c[i*ldc : i*ldc+n]
@@ -309,7 +372,7 @@ func sgemmFast(ar *gemmArch, transA, transB bool, m, n, k int, alpha float32, a 
 			Scale(row, row, beta)
 		}
 	}
-	A := aSource{a: a, lda: lda}
+	A := matA(a, lda)
 	if transA {
 		mp := (m + ar.mr - 1) / ar.mr
 		pp := getScratch(mp * ar.mr * k)
@@ -317,5 +380,5 @@ func sgemmFast(ar *gemmArch, transA, transB bool, m, n, k int, alpha float32, a 
 		packATrans(ar, m, k, a, lda, *pp)
 		A = aSource{packed: *pp}
 	}
-	gemmRun(ar, m, n, k, A, matrixB(ar, b, ldb, n, transB, alpha), c, ldc, accumulate, nil)
+	gemmRun(ar, m, n, k, A, matB(ar, b, ldb, n, transB, alpha), c, ldc, accumulate, nil)
 }

@@ -700,6 +700,28 @@ func geglu(s isa) {
 	p("RET")
 }
 
+// widenF16: dst[i] = float32(src[i]) for float16 src (VCVTPH2PS; F16C on
+// AVX2 machines), n a multiple of w.
+func widenF16(s isa) {
+	name := "widenF16" + s.suffix
+	header(name, "(dst *float32, src *uint16, n int)", 24)
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ src+8(FP), SI")
+	p("MOVQ n+16(FP), CX")
+	p("TESTQ CX, CX")
+	p("JEQ %sdone", name)
+	label(name + "loop")
+	p("VCVTPH2PS (SI), %s", s.r(0))
+	p("VMOVUPS %s, (DI)", s.r(0))
+	p("ADDQ $%d, SI", s.w*2)
+	p("ADDQ $%d, DI", s.w*4)
+	p("SUBQ $%d, CX", s.w)
+	p("JNZ %sloop", name)
+	label(name + "done")
+	p("VZEROUPPER")
+	p("RET")
+}
+
 // fmaLoop runs n iterations of 12 independent register-only FMAs (the
 // machine's peak-FLOP probe).
 func fmaLoop(s isa) {
@@ -747,6 +769,7 @@ func main() {
 		gelu(s)
 		geglu(s)
 		fmaLoop(s)
+		widenF16(s)
 	}
 	out.WriteString("\n")
 	for i, b := range constBits {

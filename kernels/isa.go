@@ -75,6 +75,7 @@ type vecOps struct {
 	gelu        func(x, y *float32, n int)
 	geglu       func(a, g, y *float32, n int)
 	fmaLoop     func(n int) // 12 independent register FMAs per iteration
+	widenF16    func(dst *float32, src *uint16, n int)
 }
 
 var (

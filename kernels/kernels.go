@@ -12,6 +12,13 @@ import (
 //
 //	for i < m, j < n: c[i*ldc+j] = alpha*sum_p A(i,p)*B(p,j) + beta*c[i*ldc+j]
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	SgemmMat(transA, transB, m, n, k, alpha, F32(a), lda, F32(b), ldb, beta, c, ldc)
+}
+
+// SgemmMat is Sgemm with A and B given as Mats (float32 or float16): a
+// float16 operand is widened panel by panel as it is packed, exactly as if
+// its float32 values had been given.
+func SgemmMat(transA, transB bool, m, n, k int, alpha float32, a Mat, lda int, b Mat, ldb int, beta float32, c []float32, ldc int) {
 	if m <= 0 || n <= 0 {
 		return
 	}
@@ -19,7 +26,7 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		sgemmFast(ar, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	sgemmRef(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	sgemmRef(transA, transB, m, n, k, alpha, a.Float32(), lda, b.Float32(), ldb, beta, c, ldc)
 }
 
 // SgemmBatch runs batch independent Sgemm calls; matrix i of A, B and C starts
@@ -91,15 +98,147 @@ func (p Conv2DParams) OutSize(h, w int) (int, int) {
 
 // Conv2D computes y = conv(x, weight) + bias for x [n, InC, h, w], weight
 // [OutC, InC, KH, KW], bias [OutC] or nil, y [n, OutC, oh, ow] (overwritten).
-//
-//	y[b,o,i,j] = bias[o] + sum_{c,u,v} x[b,c,i*sH-padT+u*dH, j*sW-padL+v*dW]*w[o,c,u,v]
-//	(out-of-image x reads as 0)
 func Conv2D(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
-	if pickArch(p.OutC) != nil {
-		conv2DFast(p, n, h, w, x, weight, bias, y)
+	Conv2DMat(p, n, h, w, x, F32(weight), bias, y)
+}
+
+// Conv2DMat is Conv2D with the weights given as a Mat (float32 or float16,
+// [OutC, InC·KH·KW] row-major); float16 weights are widened panel by panel.
+func Conv2DMat(p Conv2DParams, n, h, w int, x []float32, weight Mat, bias, y []float32) {
+	Conv2DEx(p, n, h, w, x, weight, bias, y, ConvOptions{})
+}
+
+// ConvOptions are the fusions of Conv2DEx.
+type ConvOptions struct {
+	// Pre transforms the input as the convolution reads it (nil: none).
+	Pre *ChannelAffine
+	// Accumulate adds the convolution to y instead of overwriting it (y
+	// holds, e.g., the residual of a ResNet block).
+	Accumulate bool
+}
+
+// ChannelAffine is a per-channel transform of a convolution's input:
+// x' = x·Scale[i] + Shift[i] on channel plane i = b·InC + c, then SiLU when
+// SiLU is set. With GroupNormAffine's scales it is GroupNorm (+SiLU) fused
+// into the convolution, bit for bit: the zero padding is applied after it,
+// as when the normalised tensor is padded.
+type ChannelAffine struct {
+	Scale, Shift []float32
+	SiLU         bool
+}
+
+// batch returns the transform of sample b (c channels).
+func (t *ChannelAffine) batch(b, c int) *ChannelAffine {
+	if t == nil {
+		return nil
+	}
+	return &ChannelAffine{Scale: t.Scale[b*c : (b+1)*c], Shift: t.Shift[b*c : (b+1)*c], SiLU: t.SiLU}
+}
+
+// Apply writes the transform of x (planes channel planes of hw values,
+// plane i transformed by Scale[i], Shift[i]) into y (may be x).
+func (t *ChannelAffine) Apply(x, y []float32, planes, hw int) {
+	parallel.For(planes, 1, func(lo, hi int) {
+		for pl := lo; pl < hi; pl++ {
+			t.apply(y[pl*hw:(pl+1)*hw], x[pl*hw:(pl+1)*hw], pl)
+		}
+	})
+}
+
+// apply writes the transform of channel ch of src into dst (same length),
+// with GroupNorm's arithmetic.
+func (t *ChannelAffine) apply(dst, src []float32, ch int) {
+	if v := fast(); v != nil {
+		affine(v, src, dst, t.Scale[ch], t.Shift[ch], t.SiLU)
 		return
 	}
-	conv2DRef(p, n, h, w, x, weight, bias, y)
+	sc, sh := t.Scale[ch], t.Shift[ch]
+	for i, x := range src {
+		v := x*sc + sh
+		if t.SiLU {
+			v = v / (1 + float32(math.Exp(float64(-v))))
+		}
+		dst[i] = v
+	}
+}
+
+// Conv2DEx is Conv2DMat with fusions (see ConvOptions): y = conv(pre(x)) +
+// bias (+ y when accumulating).
+func Conv2DEx(p Conv2DParams, n, h, w int, x []float32, weight Mat, bias, y []float32, o ConvOptions) {
+	if pickArch(p.OutC) != nil {
+		conv2DFast(p, n, h, w, x, weight, bias, y, o)
+		return
+	}
+	oh, ow := p.OutSize(h, w)
+	if o.Pre != nil {
+		xt := make([]float32, len(x))
+		o.Pre.Apply(x, xt, n*p.InC, h*w)
+		x = xt
+	}
+	if o.Accumulate {
+		t := make([]float32, n*p.OutC*oh*ow)
+		conv2DRef(p, n, h, w, x, weight.Float32(), bias, t)
+		for i, v := range t {
+			y[i] += v
+		}
+		return
+	}
+	conv2DRef(p, n, h, w, x, weight.Float32(), bias, y)
+}
+
+// GroupNormAffine returns the per-(sample, channel) scale and shift that
+// GroupNorm (x [n, c, hw], groups, eps, gamma/beta or nil) applies:
+// GroupNorm(x)[b,ch] = x[b,ch]·scale[b·c+ch] + shift[b·c+ch], computed as
+// GroupNorm computes them. With a ChannelAffine of these it fuses GroupNorm
+// into a convolution.
+func GroupNormAffine(x []float32, n, c, hw, groups int, eps float32, gamma, beta []float32) (scale, shift []float32) {
+	scale, shift = make([]float32, n*c), make([]float32, n*c)
+	cpg := c / groups
+	v := fast()
+	parallel.For(n*groups, 1, func(lo, hi int) {
+		for ng := lo; ng < hi; ng++ {
+			b, g := ng/groups, ng%groups
+			base := (b*c + g*cpg) * hw
+			cnt := cpg * hw
+			if cnt == 0 {
+				continue
+			}
+			var mean, inv float32
+			if v != nil {
+				mean, inv = stats(v, x[base:base+cnt], eps)
+			} else {
+				mean, inv = statsRef(x[base:base+cnt], eps)
+			}
+			for ci := 0; ci < cpg; ci++ {
+				ch := g*cpg + ci
+				ga, be := float32(1), float32(0)
+				if gamma != nil {
+					ga = gamma[ch]
+				}
+				if beta != nil {
+					be = beta[ch]
+				}
+				sc := inv * ga
+				scale[b*c+ch], shift[b*c+ch] = sc, be-mean*sc
+			}
+		}
+	})
+	return scale, shift
+}
+
+// statsRef is groupNormRef's mean and 1/sqrt(var+eps) of x.
+func statsRef(x []float32, eps float32) (float32, float32) {
+	var sum float64
+	for _, v := range x {
+		sum += float64(v)
+	}
+	mean := sum / float64(len(x))
+	var vs float64
+	for _, v := range x {
+		d := float64(v) - mean
+		vs += d * d
+	}
+	return float32(mean), float32(1 / math.Sqrt(vs/float64(len(x))+float64(eps)))
 }
 
 func conv2DRef(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {

@@ -2088,6 +2088,24 @@ fmaLoop512done:
 	VZEROUPPER
 	RET
 
+// func widenF16512(dst *float32, src *uint16, n int)
+TEXT ·widenF16512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	TESTQ CX, CX
+	JEQ widenF16512done
+widenF16512loop:
+	VCVTPH2PS (SI), Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $32, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JNZ widenF16512loop
+widenF16512done:
+	VZEROUPPER
+	RET
+
 // func expScaleSum256(x *float32, n int, scale, shift float32) float32
 TEXT ·expScaleSum256(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
@@ -2658,6 +2676,24 @@ fmaLoop256loop:
 	DECQ CX
 	JNZ fmaLoop256loop
 fmaLoop256done:
+	VZEROUPPER
+	RET
+
+// func widenF16256(dst *float32, src *uint16, n int)
+TEXT ·widenF16256(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	TESTQ CX, CX
+	JEQ widenF16256done
+widenF16256loop:
+	VCVTPH2PS (SI), Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $16, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ widenF16256loop
+widenF16256done:
 	VZEROUPPER
 	RET
 

@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"unsafe"
 
 	"github.com/osediff-go/osediff/kernels"
 	"github.com/osediff-go/osediff/kernels/bf16"
@@ -15,8 +16,9 @@ type Linear struct {
 	In     int
 	Out    int
 
+	w16   []uint16          // the weight in float16 (StoreF16), Weight then has no data
 	bf    *bf16.RightMatrix // weights packed for BF16 (see SetPrecision)
-	bfSrc *float32          // the weight data bf was packed from
+	bfSrc unsafe.Pointer    // the weight data bf was packed from
 }
 
 // NewLinear makes an unbound Linear (bias optional).
@@ -45,7 +47,7 @@ func (l *Linear) Forward(x *tensor.Tensor) *tensor.Tensor {
 		l.bf16Right().Gemm(rows, x.Data(), l.In, b, y.Data(), l.Out) // x·Wᵀ + b in bf16
 		return y
 	}
-	kernels.Sgemm(false, true, rows, l.Out, l.In, 1, x.Data(), l.In, l.Weight.Data(), l.In, 0, y.Data(), l.Out) // x·Wᵀ
+	kernels.SgemmMat(false, true, rows, l.Out, l.In, 1, kernels.F32(x.Data()), l.In, l.Mat(), l.In, 0, y.Data(), l.Out) // x·Wᵀ
 	if l.Bias != nil {
 		kernels.AddRowVector(y.Data(), rows, l.Out, l.Bias.Data()) // + b
 	}
@@ -58,8 +60,9 @@ type Conv2d struct {
 	Bias   *tensor.Tensor `weights:"bias"`   // [OutC] or nil
 	P      kernels.Conv2DParams
 
+	w16   []uint16         // the weight in float16 (StoreF16), Weight then has no data
 	bf    *bf16.LeftMatrix // weights packed for BF16 (see SetPrecision)
-	bfSrc *float32         // the weight data bf was packed from
+	bfSrc unsafe.Pointer   // the weight data bf was packed from
 }
 
 // NewConv2d makes an unbound square-kernel convolution with symmetric padding.
@@ -92,7 +95,40 @@ func (c *Conv2d) Forward(x *tensor.Tensor) *tensor.Tensor {
 		c.bf16Left().Conv2D(c.P, n, h, w, x.Data(), b, y.Data()) // in bf16
 		return y
 	}
-	kernels.Conv2D(c.P, n, h, w, x.Data(), c.Weight.Data(), b, y.Data())
+	kernels.Conv2DMat(c.P, n, h, w, x.Data(), c.Mat(), b, y.Data())
+	return y
+}
+
+// ForwardEx is Forward with fusions: pre (nil: none) transforms x as the
+// convolution reads it (GroupNorm.Affine: the normalisation fused into the
+// convolution); with into not nil the result is added into it (into [N,
+// OutC, OH, OW], e.g. a residual) and into is returned; bias, when not nil,
+// replaces the layer's own bias.
+func (c *Conv2d) ForwardEx(x *tensor.Tensor, pre *kernels.ChannelAffine, into *tensor.Tensor, bias []float32) *tensor.Tensor {
+	if x.Rank() != 4 || x.Dim(1) != c.P.InC {
+		panic(fmt.Sprintf("nn.Conv2d: input %v, want [N, %d, H, W]", x.Shape(), c.P.InC))
+	}
+	x = x.Contiguous()
+	n, h, w := x.Dim(0), x.Dim(2), x.Dim(3)
+	oh, ow := c.P.OutSize(h, w)
+	o := kernels.ConvOptions{Pre: pre}
+	y := into
+	if y == nil {
+		y = tensor.New(n, c.P.OutC, oh, ow) // [N, OutC, OH, OW]
+	} else {
+		if y.Rank() != 4 || y.Dim(0) != n || y.Dim(1) != c.P.OutC || y.Dim(2) != oh || y.Dim(3) != ow || !y.IsContiguous() {
+			panic(fmt.Sprintf("nn.Conv2d: accumulating into %v, want contiguous [%d, %d, %d, %d]", y.Shape(), n, c.P.OutC, oh, ow))
+		}
+		o.Accumulate = true
+	}
+	if bias == nil && c.Bias != nil {
+		bias = c.Bias.Data()
+	}
+	if CurrentPrecision() == BF16 {
+		c.bf16Left().Conv2DEx(c.P, n, h, w, x.Data(), bias, y.Data(), o) // in bf16
+		return y
+	}
+	kernels.Conv2DEx(c.P, n, h, w, x.Data(), c.Mat(), bias, y.Data(), o)
 	return y
 }
 
@@ -116,6 +152,16 @@ func (g *GroupNorm) Forward(x *tensor.Tensor, silu bool) *tensor.Tensor {
 	y := tensor.New(x.Shape()...) // same shape as x
 	kernels.GroupNorm(x.Data(), y.Data(), n, c, x.Numel()/(n*c), g.Groups, g.Eps, g.Weight.Data(), g.Bias.Data(), silu)
 	return y
+}
+
+// Affine returns the per-(sample, channel) transform that Forward(x, silu)
+// applies, to fuse the normalisation into a convolution (Conv2d.ForwardEx)
+// instead of writing the normalised tensor.
+func (g *GroupNorm) Affine(x *tensor.Tensor, silu bool) *kernels.ChannelAffine {
+	x = x.Contiguous()
+	n, c := x.Dim(0), x.Dim(1)
+	sc, sh := kernels.GroupNormAffine(x.Data(), n, c, x.Numel()/(n*c), g.Groups, g.Eps, g.Weight.Data(), g.Bias.Data())
+	return &kernels.ChannelAffine{Scale: sc, Shift: sh, SiLU: silu}
 }
 
 // LayerNorm is torch.nn.LayerNorm over the last dimension.

@@ -5,7 +5,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
+	"github.com/osediff-go/osediff/kernels"
 	"github.com/osediff-go/osediff/kernels/bf16"
 )
 
@@ -60,11 +62,15 @@ func CurrentPrecision() Precision { return Precision(precision.Load()) }
 // (AVX512_BF16) rather than on the float32 fallback.
 func BF16Native() bool { return bf16.Available() }
 
-func first(w []float32) *float32 {
-	if len(w) == 0 {
-		return nil
+// source identifies the storage a packed copy was made from.
+func source(m kernels.Mat) unsafe.Pointer {
+	switch {
+	case len(m.F16) > 0:
+		return unsafe.Pointer(&m.F16[0])
+	case len(m.F32) > 0:
+		return unsafe.Pointer(&m.F32[0])
 	}
-	return &w[0]
+	return nil
 }
 
 // packMu guards the lazily packed bf16 weights of every layer.
@@ -73,11 +79,11 @@ var packMu sync.Mutex
 // bf16Right returns the cached bf16 form of the weight (packing it at the
 // first call, or again after the weight tensor was re-bound).
 func (l *Linear) bf16Right() *bf16.RightMatrix {
-	w := l.Weight.Data()
+	m := l.Mat()
 	packMu.Lock()
 	defer packMu.Unlock()
-	if l.bf == nil || l.bfSrc != first(w) {
-		l.bf, l.bfSrc = bf16.PackRightT(l.Out, l.In, w, l.In), first(w)
+	if l.bf == nil || l.bfSrc != source(m) {
+		l.bf, l.bfSrc = bf16.PackRightT(l.Out, l.In, m.Float32(), l.In), source(m)
 	}
 	return l.bf
 }
@@ -101,11 +107,11 @@ func (l *Linear) PackedBytes() int {
 }
 
 func (c *Conv2d) bf16Left() *bf16.LeftMatrix {
-	w := c.Weight.Data()
+	m := c.Mat()
 	packMu.Lock()
 	defer packMu.Unlock()
-	if c.bf == nil || c.bfSrc != first(w) {
-		c.bf, c.bfSrc = bf16.PackConv(c.P, w), first(w)
+	if c.bf == nil || c.bfSrc != source(m) {
+		c.bf, c.bfSrc = bf16.PackConv(c.P, m.Float32()), source(m)
 	}
 	return c.bf
 }

@@ -76,6 +76,7 @@ type BenchStage struct {
 type BenchResult struct {
 	Case         string       `json:"case"`
 	Precision    string       `json:"precision"`
+	Weights      string       `json:"weights"` // weight storage: fp32 or fp16
 	Stages       []BenchStage `json:"stages"`
 	TotalSeconds float64      `json:"total_seconds"`
 	TotalFLOPs   float64      `json:"total_flops"`

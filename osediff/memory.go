@@ -9,11 +9,12 @@ import (
 // budget bytes beyond what is live (the weights dominate what is live), not
 // by the default 100% of it: with 5 GB of float32 weights Go's default would
 // let 5 GB of dead activations pile up before collecting. It returns the
-// previous GC percentage. Programs (the CLI, the server) call it once after
+// previous GC percentage (at least 1%). Programs (the CLI, the server) call it once after
 // loading; it changes process-wide state, so the library never calls it
 // on its own.
 func LimitGarbage(budget int64) int {
 	runtime.GC()
+	debug.FreeOSMemory() // return what loading and converting freed
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	live := int64(ms.HeapAlloc)
@@ -21,6 +22,6 @@ func LimitGarbage(budget int64) int {
 	if live > 0 {
 		pct = int(100 * budget / live)
 	}
-	pct = max(10, min(pct, 100))
+	pct = max(1, min(pct, 100))
 	return debug.SetGCPercent(pct)
 }

@@ -1,6 +1,7 @@
 package osediff
 
 import (
+	"reflect"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/osediff-go/osediff/model/ram"
 	"github.com/osediff-go/osediff/model/unet"
 	"github.com/osediff-go/osediff/model/vae"
+	"github.com/osediff-go/osediff/nn"
 	"github.com/osediff-go/osediff/tensor"
 )
 
@@ -58,6 +60,10 @@ type LoadOptions struct {
 	TaggerConfig string
 	// Logger receives load messages (nil: slog.Default()).
 	Logger *slog.Logger
+	// Weights is how the matrices of every Linear and convolution are held
+	// once loaded and merged: nn.StoreF32 (the default, exact) or
+	// nn.StoreF16 (half the memory; see nn.StoreF16).
+	Weights nn.Storage
 }
 
 // Load reads the models and merges the LoRA weights.
@@ -147,8 +153,30 @@ func Load(o LoadOptions) (*Pipeline, error) {
 			return nil, err
 		}
 	}
+	if o.Weights != nn.StoreF32 {
+		rep := p.SetWeightStorage(o.Weights)
+		log.Debug("weights converted", "storage", o.Weights.String(), "layers", rep.Layers, "bytes_before", rep.BytesBefore, "bytes_after", rep.BytesAfter)
+	}
 	log.Debug("pipeline loaded", "seconds", time.Since(t0).Seconds())
 	return p, nil
+}
+
+// SetWeightStorage converts the matrices of every Linear and convolution of
+// every model of the pipeline (text encoder, UNet, VAE, tagger) to s. Call it
+// after any LoRA merge and while no Upscale runs.
+func (p *Pipeline) SetWeightStorage(s nn.Storage) nn.StorageReport {
+	var total nn.StorageReport
+	for _, m := range []any{p.TextEncoder, p.UNet, p.VAE, p.Tagger} {
+		if m == nil || reflect.ValueOf(m).IsNil() {
+			continue
+		}
+		r := nn.SetModelStorage(m, s)
+		total.Layers += r.Layers
+		total.Params += r.Params
+		total.BytesBefore += r.BytesBefore
+		total.BytesAfter += r.BytesAfter
+	}
+	return total
 }
 
 // bindComponent opens a component's weights (the .fp16 variant when present)

@@ -48,6 +48,14 @@ func (t *Tensor) SetData(d []float32) {
 	t.strides = contiguousStrides(t.shape)
 }
 
+// DropData detaches the storage (the tensor becomes a placeholder again, as
+// from Shaped), so that it can be collected once no other view holds it.
+func (t *Tensor) DropData() {
+	t.data = nil
+	t.offset = 0
+	t.strides = contiguousStrides(t.shape)
+}
+
 // Shape returns the dimensions (do not modify).
 func (t *Tensor) Shape() []int { return t.shape }
 

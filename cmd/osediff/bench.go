@@ -26,6 +26,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	caseName := fs.String("case", "", "run one case in this process: 128_to_512 or 512_to_2048 (default: both, each in its own process)")
 	precision := fs.String("precision", "fp32", "fp32 or bf16")
+	weights := fs.String("weights", "", "weight storage: fp32 or fp16 (default: fp32, or fp16 with --precision bf16)")
 	tagger := fs.Bool("tagger", true, "include the Swin-L DAPE tagger")
 	threads := fs.Int("threads", 0, "worker threads (default: all cores)")
 	warmup := fs.Int("warmup", 1, "untimed runs first")
@@ -42,12 +43,19 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		mf := modelFlags{precision: *precision, weights: *weights}
+		st, err := mf.storage()
+		if err != nil {
+			return err
+		}
+		p.SetWeightStorage(st)
 		build := time.Since(t0).Seconds()
-		osediff.LimitGarbage(1 << 30)
+		osediff.LimitGarbage(gcBudget)
 		res, err := osediff.RunBench(context.Background(), p, *caseName, *precision, *warmup, *runs)
 		if err != nil {
 			return err
 		}
+		res.Weights = st.String()
 		if *asJSON {
 			return json.NewEncoder(stdout).Encode(res)
 		}
@@ -61,7 +69,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	}
 	var all []*osediff.BenchResult
 	for _, c := range []string{"128_to_512", "512_to_2048"} {
-		cmd := exec.Command(exe, "bench", "--case", c, "--precision", *precision, "--json", fmt.Sprintf("--tagger=%v", *tagger),
+		cmd := exec.Command(exe, "bench", "--case", c, "--precision", *precision, "--weights", *weights, "--json", fmt.Sprintf("--tagger=%v", *tagger),
 			fmt.Sprintf("--threads=%d", *threads), fmt.Sprintf("--warmup=%d", *warmup), fmt.Sprintf("--runs=%d", *runs))
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, stderr
@@ -84,7 +92,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 }
 
 func printBench(w io.Writer, r *osediff.BenchResult) {
-	fmt.Fprintf(w, "case %s (%s%s), fp32 peak %.0f GFLOP/s\n", r.Case, r.Precision, map[bool]string{true: "", false: ", bf16 emulated in fp32"}[r.BF16Native || r.Precision != "bf16"], r.PeakGFLOPs)
+	fmt.Fprintf(w, "case %s (%s%s, %s weights), fp32 peak %.0f GFLOP/s\n", r.Case, r.Precision, map[bool]string{true: "", false: ", bf16 emulated in fp32"}[r.BF16Native || r.Precision != "bf16"], r.Weights, r.PeakGFLOPs)
 	fmt.Fprintf(w, "  %-14s %9s %12s %9s %7s\n", "stage", "seconds", "GFLOP", "GFLOP/s", "%peak")
 	for _, s := range r.Stages {
 		fmt.Fprintf(w, "  %-14s %9.3f %12.1f %9.1f %6.1f%%\n", s.Name, s.Seconds, s.FLOPs/1e9, s.GFLOPs, s.Peak)

@@ -13,6 +13,13 @@ import (
 	"github.com/osediff-go/osediff/osediff"
 )
 
+// gcBudget is how far the heap may grow past the live weights before a
+// collection (see osediff.LimitGarbage). The weights and activations are
+// pointer-free float slices, so a collection costs little however large the
+// heap is, and a small budget keeps dead activations from inflating the
+// process.
+const gcBudget = 256 << 20
+
 // loadPipeline resolves the model flags (fetching the default weights when
 // they are missing, unless --offline) and loads the pipeline.
 func loadPipeline(ctx context.Context, mf *modelFlags, needTagger bool, prog *progress) (*osediff.Pipeline, error) {
@@ -43,11 +50,15 @@ func loadPipeline(ctx context.Context, mf *modelFlags, needTagger bool, prog *pr
 		}
 	}
 	t0 := time.Now()
-	p, err := osediff.Load(osediff.LoadOptions{Model: mf.model, LoRA: mf.lora, RAM: mf.ram, DAPE: mf.dape, TaggerConfig: mf.taggerConfig})
+	st, err := mf.storage()
 	if err != nil {
 		return nil, err
 	}
-	osediff.LimitGarbage(1 << 30)
+	p, err := osediff.Load(osediff.LoadOptions{Model: mf.model, LoRA: mf.lora, RAM: mf.ram, DAPE: mf.dape, TaggerConfig: mf.taggerConfig, Weights: st})
+	if err != nil {
+		return nil, err
+	}
+	osediff.LimitGarbage(gcBudget)
 	prog.line("loaded the model in %.1fs", time.Since(t0).Seconds())
 	return p, nil
 }

@@ -276,3 +276,47 @@ func TestConv2D(t *testing.T) {
 		}
 	})
 }
+
+// Bands and the fused input transform give the same bits as the plain
+// convolution of the transformed input; accumulating adds y within 1e-5 of
+// max(|y|, 1) (the residual joins the float32 sum earlier).
+func TestConv2DExFusions(t *testing.T) {
+	modes(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(11, 12))
+		for _, tc := range convCases {
+			p := tc.p
+			n, h, w := tc.n, tc.h, tc.w
+			x := randSlice(r, n*p.InC*h*w)
+			wt := randSlice(r, p.OutC*p.InC*p.KH*p.KW)
+			bias := randSlice(r, p.OutC)
+			oh, ow := p.OutSize(h, w)
+			res := randSlice(r, n*p.OutC*oh*ow)
+			sc, sh := randSlice(r, n*p.InC), randSlice(r, n*p.InC)
+			pre := &kernels.ChannelAffine{Scale: sc, Shift: sh, SiLU: true}
+			xn := make([]float32, len(x))
+			pre.Apply(x, xn, n*p.InC, h*w)
+			L := PackConv(p, wt)
+			want := make([]float32, len(res))
+			L.Conv2D(p, n, h, w, xn, bias, want)
+			for _, bb := range []int{1, 6 << 20} {
+				pb, pc := kernels.SetConvBand(bb, 1)
+				got := make([]float32, len(res))
+				L.Conv2DEx(p, n, h, w, x, bias, got, kernels.ConvOptions{Pre: pre})
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%s bands %d: y[%d] = %g, want %g", tc.name, bb, i, got[i], want[i])
+					}
+				}
+				copy(got, res)
+				L.Conv2DEx(p, n, h, w, x, bias, got, kernels.ConvOptions{Pre: pre, Accumulate: true})
+				for i := range want {
+					wv := float64(want[i]) + float64(res[i])
+					if d := math.Abs(float64(got[i]) - wv); d > 1e-5*math.Max(math.Abs(wv), 1) {
+						t.Fatalf("%s bands %d accumulate: y[%d] = %g, want %g", tc.name, bb, i, got[i], wv)
+					}
+				}
+				kernels.SetConvBand(pb, pc)
+			}
+		}
+	})
+}

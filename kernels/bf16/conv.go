@@ -40,6 +40,13 @@ func PackConv(p kernels.Conv2DParams, weight []float32) *LeftMatrix {
 // implicit im2col are then packed straight from them, two taps (a k-pair) at
 // a time.
 func (l *LeftMatrix) Conv2D(p kernels.Conv2DParams, n, h, w int, x, bias, y []float32) {
+	l.Conv2DEx(p, n, h, w, x, bias, y, kernels.ConvOptions{})
+}
+
+// Conv2DEx is Conv2D with kernels.Conv2DEx's fusions: the input transform
+// (applied in float32, then rounded to bf16) and the accumulating store.
+// The output is computed in bands of rows (kernels.ConvBand).
+func (l *LeftMatrix) Conv2DEx(p kernels.Conv2DParams, n, h, w int, x, bias, y []float32, o kernels.ConvOptions) {
 	kk := p.InC * p.KH * p.KW
 	if l.m != p.OutC || l.k != kk {
 		panic(fmt.Sprintf("bf16.Conv2D: weights %d×%d, params want %d×%d", l.m, l.k, p.OutC, kk))
@@ -48,12 +55,16 @@ func (l *LeftMatrix) Conv2D(p kernels.Conv2DParams, n, h, w int, x, bias, y []fl
 		tp := getF32(n * p.InC * h * w)
 		defer poolF32.Put(tp)
 		tx := *tp
+		if o.Pre != nil {
+			o.Pre.Apply(x, tx, n*p.InC, h*w)
+			x = tx
+		}
 		parallel.For(len(tx), 1<<14, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				tx[i] = RoundToFloat32(x[i])
 			}
 		})
-		kernels.Conv2D(p, n, h, w, tx, l.ref, bias, y)
+		kernels.Conv2DEx(p, n, h, w, tx, kernels.F32(l.ref), bias, y, kernels.ConvOptions{Accumulate: o.Accumulate})
 		return
 	}
 	sh, sw := max(p.StrideH, 1), max(p.StrideW, 1)
@@ -66,7 +77,8 @@ func (l *LeftMatrix) Conv2D(p kernels.Conv2DParams, n, h, w int, x, bias, y []fl
 	nr := t.nr
 	hp, wp := h+p.PadT+p.PadB, w+p.PadL+p.PadR
 	hps, wps := (hp+sh-1)/sh, (wp+sw-1)/sw
-	plane := hps * wps
+	band, bhps := kernels.ConvBand(p, oh, ow, hps, wps, 2)
+	plane := bhps * wps
 	nplanes := p.InC * sh * sw
 	kp := (kk + 1) / 2
 	// Tap offsets in the phase images, one per row of im2col; the partner
@@ -91,7 +103,7 @@ func (l *LeftMatrix) Conv2D(p kernels.Conv2DParams, n, h, w int, x, bias, y []fl
 	defer poolU16.Put(xpp)
 	xp := *xpp
 	clear(xp[nplanes*plane:])
-	nq := oh * ow
+	var nq int // output pixels of the current band
 	pack := packPairs[nr]
 	B := func(buf []uint32, pc, kcb, j0, nc int) []uint32 {
 		for jp := 0; jp*nr < nc; jp++ {
@@ -128,10 +140,18 @@ func (l *LeftMatrix) Conv2D(p kernels.Conv2DParams, n, h, w int, x, bias, y []fl
 		}
 		return buf
 	}
-	inPlane, outPlane := p.InC*h*w, p.OutC*nq
+	inPlane, outPlane := p.InC*h*w, p.OutC*oh*ow
 	for b := 0; b < n; b++ {
 		xb, yb := x[b*inPlane:(b+1)*inPlane], y[b*outPlane:(b+1)*outPlane]
-		kernels.PhaseImages(xb, xp, p.InC, h, w, p.PadT, p.PadL, sh, sw, hps, wps, convert, Round)
-		run(t, p.OutC, nq, kp, aOperand{packed: l.packed}, B, yb, nq, bias, nil)
+		var pre *kernels.ChannelAffine
+		if o.Pre != nil {
+			pre = &kernels.ChannelAffine{Scale: o.Pre.Scale[b*p.InC : (b+1)*p.InC], Shift: o.Pre.Shift[b*p.InC : (b+1)*p.InC], SiLU: o.Pre.SiLU}
+		}
+		for r0 := 0; r0 < oh; r0 += band {
+			rows := min(band, oh-r0)
+			nq = rows * ow
+			kernels.PhaseImages(xb, xp, p.InC, h, w, p.PadT-sh*r0, p.PadL, sh, sw, bhps, wps, pre, convert, Round)
+			runAcc(t, p.OutC, nq, kp, aOperand{packed: l.packed}, B, yb[r0*ow:], oh*ow, bias, nil, o.Accumulate)
+		}
 	}
 }

@@ -168,6 +168,11 @@ func u16(s []uint32) []uint16 {
 // C (row stride ldc) over kp k-pairs, split over the worker pool along N
 // (or M when N is narrow).
 func run(t *tile, m, n, kp int, A aOperand, B bSource, c []float32, ldc int, rbias, cbias []float32) {
+	runAcc(t, m, n, kp, A, B, c, ldc, rbias, cbias, false)
+}
+
+// runAcc is run, adding to C instead when acc is set.
+func runAcc(t *tile, m, n, kp int, A aOperand, B bSource, c []float32, ldc int, rbias, cbias []float32, acc bool) {
 	if m <= 0 || n <= 0 {
 		return
 	}
@@ -176,6 +181,9 @@ func run(t *tile, m, n, kp int, A aOperand, B bSource, c []float32, ldc int, rbi
 			row := c[i*ldc : i*ldc+n]
 			for j := range row {
 				var v float32
+				if acc {
+					v = row[j]
+				}
 				if rbias != nil {
 					v += rbias[i]
 				}
@@ -209,13 +217,13 @@ func run(t *tile, m, n, kp int, A aOperand, B bSource, c []float32, ldc int, rbi
 			i0, i1 = lo, hi
 		}
 		if i0 < i1 && j0 < j1 {
-			block(t, m, kp, mp, i0, i1, j0, j1, A, B, c, ldc, rbias, cbias)
+			block(t, m, kp, mp, i0, i1, j0, j1, A, B, c, ldc, rbias, cbias, acc)
 		}
 	})
 }
 
 // block runs row panels [i0,i1) × columns [j0,j1) on the calling goroutine.
-func block(t *tile, m, kp, mp, i0, i1, j0, j1 int, A aOperand, B bSource, c []float32, ldc int, rbias, cbias []float32) {
+func block(t *tile, m, kp, mp, i0, i1, j0, j1 int, A aOperand, B bSource, c []float32, ldc int, rbias, cbias []float32, acc bool) {
 	mr, nr := t.mr, t.nr
 	kcMax := min(kcPairs, kp)
 	ncb := max(nr, ncCols/nr*nr)
@@ -235,7 +243,7 @@ func block(t *tile, m, kp, mp, i0, i1, j0, j1 int, A aOperand, B bSource, c []fl
 			kcb := min(kcPairs, kp-pc)
 			bp := B(bbuf[:kcb*((nc+nr-1)/nr*nr)], pc, kcb, jc, nc)
 			flags := 0
-			if pc > 0 {
+			if pc > 0 || acc {
 				flags = 1
 			}
 			// The partial row panel of a strided A (at most one: the last).

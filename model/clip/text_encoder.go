@@ -214,7 +214,7 @@ func linear(l *nn.Linear, x *tensor.Tensor) *tensor.Tensor {
 	x = x.Contiguous()
 	rows, in, out := x.Numel()/l.In, l.In, l.Out
 	y := tensor.New(rows, out) // [L, Out]
-	xd, yd, w := x.Data(), y.Data(), l.Weight.Data()
+	xd, yd, w := x.Data(), y.Data(), l.Mat()
 	var bias []float32
 	if l.Bias != nil {
 		bias = l.Bias.Data()
@@ -229,7 +229,7 @@ func linear(l *nn.Linear, x *tensor.Tensor) *tensor.Tensor {
 		for c := lo; c < hi; c++ {
 			o0, o1 := c*linearChunk, min((c+1)*linearChunk, out)
 			// yt [o1-o0, L] = W[o0:o1] · xᵀ (serial: we are inside parallel.For)
-			kernels.Sgemm(false, true, o1-o0, rows, in, 1, w[o0*in:o1*in], in, xd, in, 0, yt, rows)
+			kernels.SgemmMat(false, true, o1-o0, rows, in, 1, w.Slice(o0*in, o1*in), in, kernels.F32(xd), in, 0, yt, rows)
 			for r := 0; r < rows; r++ {
 				dst := yd[r*out+o0 : r*out+o1] // y[r, o0:o1] = ytᵀ (+ bias)
 				for j := range dst {

@@ -158,14 +158,14 @@ func (t *Transformer2DModel) forwardInPlace(x, ctx *tensor.Tensor) *tensor.Tenso
 	h := t.Norm.Forward(x, false)   // [N, C, H, W]
 	tok := tensor.New(n, hw, inner) // [N, HW, inner]
 	for b := 0; b < n; b++ {        // tok_b = h_bᵀ · W_inᵀ
-		kernels.Sgemm(true, true, hw, inner, c, 1, h.Data()[b*c*hw:], hw, t.ProjIn.Weight.Data(), c, 0, tok.Data()[b*hw*inner:], inner)
+		kernels.SgemmMat(true, true, hw, inner, c, 1, kernels.F32(h.Data()[b*c*hw:]), hw, t.ProjIn.Mat(), c, 0, tok.Data()[b*hw*inner:], inner)
 	}
 	kernels.AddRowVector(tok.Data(), n*hw, inner, t.ProjIn.Bias.Data()) // [N, HW, inner]
 	for i := range t.TransformerBlocks {
 		tok = t.TransformerBlocks[i].Forward(tok, ctx) // [N, HW, inner]
 	}
 	for b := 0; b < n; b++ { // x_b += W_out · tok_bᵀ
-		kernels.Sgemm(false, true, c, hw, inner, 1, t.ProjOut.Weight.Data(), inner, tok.Data()[b*hw*inner:], inner, 1, x.Data()[b*c*hw:], hw)
+		kernels.SgemmMat(false, true, c, hw, inner, 1, t.ProjOut.Mat(), inner, kernels.F32(tok.Data()[b*hw*inner:]), inner, 1, x.Data()[b*c*hw:], hw)
 	}
 	kernels.AddChannelVector(x.Data(), n, c, hw, t.ProjOut.Bias.Data()) // [N, C, H, W]
 	return x

@@ -47,23 +47,22 @@ func (r *ResnetBlock2D) Forward(x, tembAct *tensor.Tensor) *tensor.Tensor {
 		panic(fmt.Sprintf("unet.ResnetBlock2D: input %v, want [N, %d, H, W]", x.Shape(), r.In))
 	}
 	n, hw := x.Dim(0), x.Dim(2)*x.Dim(3)
-	h := r.Norm1.Forward(x, true)                              // [N, In, H, W]
-	h = r.Conv1.Forward(h)                                     // [N, Out, H, W]
-	t := r.TimeEmbProj.Forward(tembAct)                        // [N, Out]
-	kernels.AddChannelVector(h.Data(), n, r.Out, hw, t.Data()) // [N, Out, H, W]
-	groupNormInPlace(r.Norm2, h, true)                         // [N, Out, H, W]
-	h = r.Conv2.Forward(h)                                     // [N, Out, H, W]
-	if r.ConvShortcut != nil {
-		return nn.AddInPlace(h, r.ConvShortcut.Forward(x)) // [N, Out, H, W]
+	t := r.TimeEmbProj.Forward(tembAct) // [N, Out]
+	pre1 := r.Norm1.Affine(x, true)     // SiLU(norm1(·)), fused into conv1
+	var h *tensor.Tensor
+	if n == 1 && r.Conv1.Bias != nil {
+		bias := make([]float32, r.Out) // conv1's bias + the time embedding
+		kernels.Add(bias, r.Conv1.Bias.Data(), t.Data())
+		h = r.Conv1.ForwardEx(x, pre1, nil, bias) // [N, Out, H, W]
+	} else {
+		h = r.Conv1.ForwardEx(x, pre1, nil, nil)                    // [N, Out, H, W]
+		kernels.AddChannelVector(h.Data(), n, r.Out, hw, t.Data()) // [N, Out, H, W]
 	}
-	return nn.AddInPlace(h, x) // [N, Out, H, W]
-}
-
-// groupNormInPlace applies g (and SiLU) to the contiguous x in place.
-func groupNormInPlace(g *nn.GroupNorm, x *tensor.Tensor, silu bool) {
-	d := x.Data()
-	n, c := x.Dim(0), x.Dim(1)
-	kernels.GroupNorm(d, d, n, c, len(d)/(n*c), g.Groups, g.Eps, g.Weight.Data(), g.Bias.Data(), silu)
+	pre2 := r.Norm2.Affine(h, true) // SiLU(norm2(·)), fused into conv2
+	if r.ConvShortcut != nil {
+		return r.Conv2.ForwardEx(h, pre2, r.ConvShortcut.Forward(x), nil) // [N, Out, H, W] shortcut(x) + conv2
+	}
+	return nn.AddInPlace(r.Conv2.ForwardEx(h, pre2, nil, nil), x) // [N, Out, H, W] x + conv2 (x is kept: skips)
 }
 
 // Downsample2D is diffusers' Downsample2D with use_conv: a 3×3 stride-2 conv.

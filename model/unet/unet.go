@@ -144,6 +144,5 @@ func (m *UNet2DConditionModel) Forward(sample *tensor.Tensor, timestep float32, 
 	}
 
 	// out
-	x = m.ConvNormOut.Forward(x, true) // [N, C0, h, w] GroupNorm + SiLU
-	return m.ConvOut.Forward(x)        // [N, out_channels, h, w]
+	return m.ConvOut.ForwardEx(x, m.ConvNormOut.Affine(x, true), nil, nil) // [N, out_channels, h, w] conv_out(SiLU(GroupNorm(x)))
 }

@@ -44,9 +44,9 @@ func (e *Encoder) Forward(xs Tiles) Tiles {
 		xs = b.Forward(xs) // [N, Ci, h/2^i, w/2^i]
 	}
 	xs = e.MidBlock.Forward(xs)                   // [N, Ctop, h/f, w/f]
-	xs = normTiles(e.ConvNormOut, xs, true, true) // [N, Ctop, h/f, w/f] SiLU(norm(x))
+	st := sharedStats(xs, e.ConvNormOut.Eps)
 	for i, x := range xs {
-		xs[i] = e.ConvOut.Forward(x) // [N, 2·latent, h/f, w/f]
+		xs[i] = e.ConvOut.ForwardEx(x, normAffine(e.ConvNormOut, st, x, true), nil, nil) // [N, 2·latent, h/f, w/f] conv_out(SiLU(norm(x)))
 	}
 	return xs
 }
@@ -90,9 +90,9 @@ func (d *Decoder) Forward(xs Tiles) Tiles {
 	for _, b := range d.UpBlocks {
 		xs = b.Forward(xs) // [N, Ci, h·2^i, w·2^i]
 	}
-	xs = normTiles(d.ConvNormOut, xs, true, true) // [N, C0, h·f, w·f] SiLU(norm(x))
+	st := sharedStats(xs, d.ConvNormOut.Eps)
 	for i, x := range xs {
-		xs[i] = d.ConvOut.Forward(x) // [N, out, h·f, w·f]
+		xs[i] = d.ConvOut.ForwardEx(x, normAffine(d.ConvNormOut, st, x, true), nil, nil) // [N, out, h·f, w·f] conv_out(SiLU(norm(x)))
 	}
 	return xs
 }

@@ -34,31 +34,28 @@ func NewResnetBlock2D(in, out, groups int) *ResnetBlock2D {
 	return r
 }
 
-// Forward maps every tile [N, in, h, w] to [N, out, h, w]; it consumes xs.
+// Forward maps every tile [N, in, h, w] to [N, out, h, w]; it consumes xs
+// (and with the identity shortcut writes the output into them). The norms
+// are fused into the convolutions that follow them (no normalised tensor is
+// written) and conv2 adds into the shortcut.
 func (r *ResnetBlock2D) Forward(xs Tiles) Tiles {
 	st := sharedStats(xs, r.Norm1.Eps)
 	res := make(Tiles, len(xs))
 	h := make(Tiles, len(xs))
 	for i, x := range xs {
 		xs[i] = nil
-		t := x
+		h[i] = r.Conv1.ForwardEx(x, normAffine(r.Norm1, st, x, true), nil, nil) // [N, out, h, w] conv1(SiLU(norm1(x)))
 		if r.ConvShortcut != nil {
 			res[i] = r.ConvShortcut.Forward(x) // [N, out, h, w]
 		} else {
-			res[i] = x // identity: x stays alive, normalise into a copy
-			t = tensor.New(x.Shape()...)
+			res[i] = x // [N, out, h, w] identity
 		}
-		applyNorm(r.Norm1, st, x, t, true) // [N, in, h, w] SiLU(norm1(x))
-		h[i] = r.Conv1.Forward(t)          // [N, out, h, w]
 	}
 	st = sharedStats(h, r.Norm2.Eps)
 	for i, t := range h {
 		h[i] = nil
-		applyNorm(r.Norm2, st, t, t, true) // [N, out, h, w] SiLU(norm2(h)), in place
-		y := r.Conv2.Forward(t)            // [N, out, h, w]
-		nn.AddInPlace(y, res[i])           // [N, out, h, w] + shortcut
+		xs[i] = r.Conv2.ForwardEx(t, normAffine(r.Norm2, st, t, true), res[i], nil) // [N, out, h, w] shortcut + conv2(SiLU(norm2(h)))
 		res[i] = nil
-		xs[i] = y
 	}
 	return xs
 }
@@ -117,7 +114,7 @@ func (a *Attention) attend(x *tensor.Tensor) *tensor.Tensor {
 	o := make([]float32, l*c)
 	xd, yd := x.Data(), y.Data()
 	proj := func(lin *nn.Linear, src, dst []float32) { // dst [L, C] = srcᵀ·Wᵀ + b, src [C, L]
-		kernels.Sgemm(true, true, l, c, c, 1, src, l, lin.Weight.Data(), c, 0, dst, c)
+		kernels.SgemmMat(true, true, l, c, c, 1, kernels.F32(src), l, lin.Mat(), c, 0, dst, c)
 		kernels.AddRowVector(dst, l, c, lin.Bias.Data())
 	}
 	for b := 0; b < n; b++ {
@@ -130,7 +127,7 @@ func (a *Attention) attend(x *tensor.Tensor) *tensor.Tensor {
 			Scale: float32(1 / math.Sqrt(float64(c))),
 		}, q, k, v, o) // [L, C] softmax(q·kᵀ/√C)·v
 		dst := yd[b*c*l : (b+1)*c*l]                                                      // [C, L]
-		kernels.Sgemm(false, true, c, l, c, 1, a.ToOut.Weight.Data(), c, o, c, 0, dst, l) // W·oᵀ
+		kernels.SgemmMat(false, true, c, l, c, 1, a.ToOut.Mat(), c, kernels.F32(o), c, 0, dst, l) // W·oᵀ
 		kernels.AddChannelVector(dst, 1, c, l, a.ToOut.Bias.Data())                       // + b
 	}
 	return y
@@ -229,7 +226,7 @@ func (u *Upsample2D) forward(x *tensor.Tensor, rows int) *tensor.Tensor {
 				p.PadB = 1
 			}
 			o := out[:oc*(r1-r0)*W]
-			kernels.Conv2D(p, 1, br, W, band, u.Conv.Weight.Data(), bias, o) // [OC, r1-r0, 2w]
+			kernels.Conv2DMat(p, 1, br, W, band, u.Conv.Mat(), bias, o) // [OC, r1-r0, 2w]
 			for ch := 0; ch < oc; ch++ {
 				copy(yd[((b*oc+ch)*H+r0)*W:((b*oc+ch)*H+r1)*W], o[ch*(r1-r0)*W:(ch+1)*(r1-r0)*W])
 			}

@@ -120,19 +120,22 @@ func applyNorm(gn *nn.GroupNorm, st *normStats, x, y *tensor.Tensor, silu bool) 
 	})
 }
 
-// normTiles applies gn (+SiLU) to every tile with shared statistics. In place
-// overwrites the tiles (their old values must be dead); otherwise each tile
-// gets a new tensor.
-func normTiles(gn *nn.GroupNorm, xs Tiles, silu, inPlace bool) Tiles {
-	st := sharedStats(xs, gn.Eps)
-	out := make(Tiles, len(xs))
-	for i, x := range xs {
-		y := x
-		if !inPlace {
-			y = tensor.New(x.Shape()...)
-		}
-		applyNorm(gn, st, x, y, silu)
-		out[i] = y
+// normAffine returns the per-channel transform of applyNorm(gn, st, x, ·,
+// silu), to fuse into a convolution: gn's own GroupNorm for a single tile
+// (st nil), else the shared statistics and gn's affine weights.
+func normAffine(gn *nn.GroupNorm, st *normStats, x *tensor.Tensor, silu bool) *kernels.ChannelAffine {
+	if st == nil {
+		return gn.Affine(x, silu)
 	}
-	return out
+	n, c := x.Dim(0), x.Dim(1)
+	cpg := c / st.groups
+	gamma, beta := gn.Weight.Data(), gn.Bias.Data()
+	a := &kernels.ChannelAffine{Scale: make([]float32, n*c), Shift: make([]float32, n*c), SiLU: silu}
+	for p := 0; p < n*c; p++ {
+		b, ch := p/c, p%c
+		k := b*st.groups + ch/cpg
+		sc := st.invStd[k] * gamma[ch]
+		a.Scale[p], a.Shift[p] = sc, beta[ch]-st.mean[k]*sc
+	}
+	return a
 }

@@ -251,3 +251,45 @@ func TestUpsampleBands(t *testing.T) {
 		}
 	}
 }
+
+// normTiles (test helper) applies gn (+SiLU) to every tile with shared statistics. In place
+// overwrites the tiles (their old values must be dead); otherwise each tile
+// gets a new tensor.
+func normTiles(gn *nn.GroupNorm, xs Tiles, silu, inPlace bool) Tiles {
+	st := sharedStats(xs, gn.Eps)
+	out := make(Tiles, len(xs))
+	for i, x := range xs {
+		y := x
+		if !inPlace {
+			y = tensor.New(x.Shape()...)
+		}
+		applyNorm(gn, st, x, y, silu)
+		out[i] = y
+	}
+	return out
+}
+
+// normAffine (the norm fused into the next convolution) applies what
+// applyNorm writes, for one tile (nn.GroupNorm exactly) and for shared
+// statistics (there applyNorm rounds x·scale before adding the shift, the
+// fused transform rounds once: within 1e-6 of the largest value).
+func TestNormAffine(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	gn := testNorm(r, 64)
+	x, x2 := randTensor(r, 2, 64, 5, 7), randTensor(r, 2, 64, 3, 7)
+	for _, tiles := range []Tiles{{x}, {x, x2}} {
+		st := sharedStats(tiles, gn.Eps)
+		for _, silu := range []bool{false, true} {
+			for i, tile := range tiles {
+				want := tensor.New(tile.Shape()...)
+				applyNorm(gn, st, tile, want, silu)
+				got := tensor.New(tile.Shape()...)
+				n, c := tile.Dim(0), tile.Dim(1)
+				normAffine(gn, st, tile, silu).Apply(tile.Data(), got.Data(), n*c, tile.Numel()/(n*c))
+				if d, scale, _, _ := maxAbsDiff(got, want); d > 1e-6*scale || (len(tiles) == 1 && d != 0) {
+					t.Fatalf("%d tiles, silu %v, tile %d: fused transform differs by %g", len(tiles), silu, i, d)
+				}
+			}
+		}
+	}
+}
