@@ -56,7 +56,7 @@ func TestStorageF16(t *testing.T) {
 	for _, p := range []Precision{FP32, BF16} {
 		SetPrecision(p)
 		pairs := []struct {
-			name     string
+			name      string
 			got, want *tensor.Tensor
 		}{
 			{"Linear", m.Lins[0].Forward(x0), ref[0].Forward(x0)},

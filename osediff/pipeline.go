@@ -1,7 +1,6 @@
 package osediff
 
 import (
-	"reflect"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 

@@ -55,7 +55,7 @@ func (r *ResnetBlock2D) Forward(x, tembAct *tensor.Tensor) *tensor.Tensor {
 		kernels.Add(bias, r.Conv1.Bias.Data(), t.Data())
 		h = r.Conv1.ForwardEx(x, pre1, nil, bias) // [N, Out, H, W]
 	} else {
-		h = r.Conv1.ForwardEx(x, pre1, nil, nil)                    // [N, Out, H, W]
+		h = r.Conv1.ForwardEx(x, pre1, nil, nil)                   // [N, Out, H, W]
 		kernels.AddChannelVector(h.Data(), n, r.Out, hw, t.Data()) // [N, Out, H, W]
 	}
 	pre2 := r.Norm2.Affine(h, true) // SiLU(norm2(·)), fused into conv2

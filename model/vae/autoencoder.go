@@ -43,7 +43,7 @@ func (e *Encoder) Forward(xs Tiles) Tiles {
 	for _, b := range e.DownBlocks {
 		xs = b.Forward(xs) // [N, Ci, h/2^i, w/2^i]
 	}
-	xs = e.MidBlock.Forward(xs)                   // [N, Ctop, h/f, w/f]
+	xs = e.MidBlock.Forward(xs) // [N, Ctop, h/f, w/f]
 	st := sharedStats(xs, e.ConvNormOut.Eps)
 	for i, x := range xs {
 		xs[i] = e.ConvOut.ForwardEx(x, normAffine(e.ConvNormOut, st, x, true), nil, nil) // [N, 2·latent, h/f, w/f] conv_out(SiLU(norm(x)))

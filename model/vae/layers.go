@@ -126,9 +126,9 @@ func (a *Attention) attend(x *tensor.Tensor) *tensor.Tensor {
 			Batch: 1, Heads: 1, Lq: l, Lk: l, Dim: c, LdQ: c, LdK: c, LdV: c, LdO: c,
 			Scale: float32(1 / math.Sqrt(float64(c))),
 		}, q, k, v, o) // [L, C] softmax(q·kᵀ/√C)·v
-		dst := yd[b*c*l : (b+1)*c*l]                                                      // [C, L]
+		dst := yd[b*c*l : (b+1)*c*l]                                                              // [C, L]
 		kernels.SgemmMat(false, true, c, l, c, 1, a.ToOut.Mat(), c, kernels.F32(o), c, 0, dst, l) // W·oᵀ
-		kernels.AddChannelVector(dst, 1, c, l, a.ToOut.Bias.Data())                       // + b
+		kernels.AddChannelVector(dst, 1, c, l, a.ToOut.Bias.Data())                               // + b
 	}
 	return y
 }
