@@ -18,6 +18,7 @@ func init() {
 		gemmArchs[AVX512] = []*gemmArch{
 			{name: "avx512-14x32", mr: 14, nr: 32, kp: gemm512p14x32, ks: gemm512s14x32, pack: packRows512_32},
 			{name: "avx512-8x48", mr: 8, nr: 48, kp: gemm512p8x48, ks: gemm512s8x48, pack: packRows512_48},
+			{name: "avx512-12x32", mr: 12, nr: 32, kp: gemm512p12x32, ks: gemm512s12x32, pack: packRows512_32},
 		}
 		vecTables[AVX512] = &vecOps{w: 16, expScaleSum: expScaleSum512, maxv: maxv512, affineAct: affineAct512,
 			sigMul: sigMul512, sumStats: sumStats512, normAffine: normAffine512, addv: addv512, mulv: mulv512,

@@ -40,6 +40,20 @@ func gemm512p8x48(k int, a *float32, lda int, b, c *float32, ldc int, acc int, b
 //go:noescape
 func gemm512s8x48(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)
 
+// gemm512p12x32 computes, for i < 12, j < 32, with A(i,p) = a[p*12+i] (packed) or a[i*lda+p] (strided)
+// and B(p,j) = b[p*32+j]:
+//
+//	s := sum_{p<k} A(i,p)*B(p,j) (+ bias[i] when bias != nil)
+//	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
+//
+//go:noescape
+func gemm512p12x32(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)
+
+// gemm512s12x32 is gemm512p12x32 with A strided (A(i,p) = a[i*lda+p]).
+//
+//go:noescape
+func gemm512s12x32(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)
+
 // gemm256p6x16 computes, for i < 6, j < 16, with A(i,p) = a[p*6+i] (packed) or a[i*lda+p] (strided)
 // and B(p,j) = b[p*16+j]:
 //

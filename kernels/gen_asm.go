@@ -750,6 +750,8 @@ func main() {
 	gemmKernel(avx512, 14, 2, true)
 	gemmKernel(avx512, 8, 3, false)
 	gemmKernel(avx512, 8, 3, true)
+	gemmKernel(avx512, 12, 2, false)
+	gemmKernel(avx512, 12, 2, true)
 	gemmKernel(avx2, 6, 2, false)
 	gemmKernel(avx2, 6, 2, true)
 	packRows(avx512, 2)

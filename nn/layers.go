@@ -16,9 +16,10 @@ type Linear struct {
 	In     int
 	Out    int
 
-	w16   []uint16          // the weight in float16 (StoreF16), Weight then has no data
-	bf    *bf16.RightMatrix // weights packed for BF16 (see SetPrecision)
-	bfSrc unsafe.Pointer    // the weight data bf was packed from
+	w16      []uint16          // the weight in float16 (StoreF16), Weight then has no data
+	packOnly bool              // StoreBF16: drop w16 once bf is packed
+	bf       *bf16.RightMatrix // weights packed for BF16 (see SetPrecision)
+	bfSrc    unsafe.Pointer    // the weight data bf was packed from
 }
 
 // NewLinear makes an unbound Linear (bias optional).
@@ -39,7 +40,7 @@ func (l *Linear) Forward(x *tensor.Tensor) *tensor.Tensor {
 	rows := x.Numel() / l.In
 	shape := append(append([]int(nil), x.Shape()[:x.Rank()-1]...), l.Out)
 	y := tensor.New(shape...) // [..., Out]
-	if CurrentPrecision() == BF16 {
+	if l.useBF16() {
 		var b []float32
 		if l.Bias != nil {
 			b = l.Bias.Data()
@@ -60,9 +61,10 @@ type Conv2d struct {
 	Bias   *tensor.Tensor `weights:"bias"`   // [OutC] or nil
 	P      kernels.Conv2DParams
 
-	w16   []uint16         // the weight in float16 (StoreF16), Weight then has no data
-	bf    *bf16.LeftMatrix // weights packed for BF16 (see SetPrecision)
-	bfSrc unsafe.Pointer   // the weight data bf was packed from
+	w16      []uint16         // the weight in float16 (StoreF16), Weight then has no data
+	packOnly bool             // StoreBF16: drop w16 once bf is packed
+	bf       *bf16.LeftMatrix // weights packed for BF16 (see SetPrecision)
+	bfSrc    unsafe.Pointer   // the weight data bf was packed from
 }
 
 // NewConv2d makes an unbound square-kernel convolution with symmetric padding.
@@ -91,7 +93,7 @@ func (c *Conv2d) Forward(x *tensor.Tensor) *tensor.Tensor {
 	if c.Bias != nil {
 		b = c.Bias.Data()
 	}
-	if CurrentPrecision() == BF16 {
+	if c.useBF16() {
 		c.bf16Left().Conv2D(c.P, n, h, w, x.Data(), b, y.Data()) // in bf16
 		return y
 	}
@@ -124,12 +126,31 @@ func (c *Conv2d) ForwardEx(x *tensor.Tensor, pre *kernels.ChannelAffine, into *t
 	if bias == nil && c.Bias != nil {
 		bias = c.Bias.Data()
 	}
-	if CurrentPrecision() == BF16 {
+	if c.useBF16() {
 		c.bf16Left().Conv2DEx(c.P, n, h, w, x.Data(), bias, y.Data(), o) // in bf16
 		return y
 	}
 	kernels.Conv2DEx(c.P, n, h, w, x.Data(), c.Mat(), bias, y.Data(), o)
 	return y
+}
+
+// ForwardRaw runs the layer's weights and bias as a convolution with other
+// parameters p (same channels and kernel size; e.g. a band of rows with its
+// own padding) on raw NCHW data: y [n, OutC, oh, ow] = conv(x [n, InC, h, w]),
+// in the layer's precision.
+func (c *Conv2d) ForwardRaw(p kernels.Conv2DParams, n, h, w int, x, y []float32) {
+	if p.InC != c.P.InC || p.OutC != c.P.OutC || p.KH != c.P.KH || p.KW != c.P.KW {
+		panic(fmt.Sprintf("nn.Conv2d: raw params %+v do not fit the weights %+v", p, c.P))
+	}
+	var b []float32
+	if c.Bias != nil {
+		b = c.Bias.Data()
+	}
+	if c.useBF16() {
+		c.bf16Left().Conv2D(p, n, h, w, x, b, y) // in bf16
+		return
+	}
+	kernels.Conv2DMat(p, n, h, w, x, c.Mat(), b, y)
 }
 
 // GroupNorm is torch.nn.GroupNorm with affine weights.
@@ -188,6 +209,8 @@ func (l *LayerNorm) Forward(x *tensor.Tensor) *tensor.Tensor {
 // Embedding is torch.nn.Embedding.
 type Embedding struct {
 	Weight *tensor.Tensor `weights:"weight"` // [num, dim]
+
+	w16 []uint16 // the table in float16 (StoreF16, StoreBF16), Weight then has no data
 }
 
 // NewEmbedding makes an unbound Embedding.
@@ -196,13 +219,13 @@ func NewEmbedding(num, dim int) *Embedding { return &Embedding{Weight: tensor.Sh
 // Forward looks up ids, giving [len(ids), dim].
 func (e *Embedding) Forward(ids []int) *tensor.Tensor {
 	num, dim := e.Weight.Dim(0), e.Weight.Dim(1)
-	w := e.Weight.Data()
+	w := mat(e.Weight, e.w16, "Embedding")
 	y := tensor.New(len(ids), dim) // [L, dim]
 	for i, id := range ids {
 		if id < 0 || id >= num {
 			panic(fmt.Sprintf("nn.Embedding: id %d out of range [0,%d)", id, num))
 		}
-		copy(y.Data()[i*dim:(i+1)*dim], w[id*dim:(id+1)*dim])
+		w.Read(y.Data()[i*dim:(i+1)*dim], id*dim)
 	}
 	return y
 }

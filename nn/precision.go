@@ -77,22 +77,46 @@ func source(m kernels.Mat) unsafe.Pointer {
 var packMu sync.Mutex
 
 // bf16Right returns the cached bf16 form of the weight (packing it at the
-// first call, or again after the weight tensor was re-bound).
+// first call, or again after the weight tensor was re-bound). With StoreBF16
+// the packed form then becomes the only copy.
 func (l *Linear) bf16Right() *bf16.RightMatrix {
-	m := l.Mat()
 	packMu.Lock()
 	defer packMu.Unlock()
+	if l.bf != nil && l.sourceGone() {
+		return l.bf
+	}
+	m := l.Mat()
 	if l.bf == nil || l.bfSrc != source(m) {
 		l.bf, l.bfSrc = bf16.PackRightT(l.Out, l.In, m.Float32(), l.In), source(m)
+	}
+	if l.packOnly && bf16.Available() {
+		l.w16, l.bfSrc = nil, nil
+		l.Weight.DropData()
 	}
 	return l.bf
 }
 
+// useBF16 reports whether Forward runs the bf16 kernels: in BF16 precision,
+// or when only the packed bf16 weights are left.
+func (l *Linear) useBF16() bool {
+	if CurrentPrecision() == BF16 {
+		return true
+	}
+	packMu.Lock()
+	defer packMu.Unlock()
+	return l.bf != nil && l.sourceGone()
+}
+
+func (l *Linear) sourceGone() bool { return l.w16 == nil && !l.Weight.HasData() }
+
 // DropPacked forgets the cached bf16 weights (call it after changing the
 // float32 weights in place, e.g. merging a LoRA, once a bf16 Forward ran).
+// It keeps them when they are the only copy (StoreBF16).
 func (l *Linear) DropPacked() {
 	packMu.Lock()
-	l.bf, l.bfSrc = nil, nil
+	if !l.sourceGone() {
+		l.bf, l.bfSrc = nil, nil
+	}
 	packMu.Unlock()
 }
 
@@ -107,19 +131,41 @@ func (l *Linear) PackedBytes() int {
 }
 
 func (c *Conv2d) bf16Left() *bf16.LeftMatrix {
-	m := c.Mat()
 	packMu.Lock()
 	defer packMu.Unlock()
+	if c.bf != nil && c.sourceGone() {
+		return c.bf
+	}
+	m := c.Mat()
 	if c.bf == nil || c.bfSrc != source(m) {
 		c.bf, c.bfSrc = bf16.PackConv(c.P, m.Float32()), source(m)
+	}
+	if c.packOnly && bf16.Available() {
+		c.w16, c.bfSrc = nil, nil
+		c.Weight.DropData()
 	}
 	return c.bf
 }
 
+// useBF16 reports whether the convolution runs the bf16 kernels (see
+// Linear.useBF16).
+func (c *Conv2d) useBF16() bool {
+	if CurrentPrecision() == BF16 {
+		return true
+	}
+	packMu.Lock()
+	defer packMu.Unlock()
+	return c.bf != nil && c.sourceGone()
+}
+
+func (c *Conv2d) sourceGone() bool { return c.w16 == nil && !c.Weight.HasData() }
+
 // DropPacked forgets the cached bf16 weights (see Linear.DropPacked).
 func (c *Conv2d) DropPacked() {
 	packMu.Lock()
-	c.bf, c.bfSrc = nil, nil
+	if !c.sourceGone() {
+		c.bf, c.bfSrc = nil, nil
+	}
 	packMu.Unlock()
 }
 

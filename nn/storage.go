@@ -22,6 +22,13 @@ const (
 	// 65504 become infinite). The official SD 2.1 checkpoints ship such fp16
 	// files.
 	StoreF16
+	// StoreBF16 holds the weights as float16 until a layer first runs in
+	// BF16 precision, then only in the bf16 kernels' packed form (on a CPU
+	// with AVX512_BF16; elsewhere it is StoreF16): half the memory of
+	// float32, without a second copy. A layer whose float16 weights are gone
+	// runs the bf16 kernels whatever the precision, and cannot be converted
+	// back. Layers used only through Mat (outside Forward) keep float16.
+	StoreBF16
 )
 
 func (s Storage) String() string {
@@ -30,63 +37,111 @@ func (s Storage) String() string {
 		return "fp32"
 	case StoreF16:
 		return "fp16"
+	case StoreBF16:
+		return "bf16"
 	}
 	return fmt.Sprintf("Storage(%d)", int(s))
 }
 
-// ParseStorage reads "fp32" or "fp16" (case-insensitive).
+// ParseStorage reads "fp32", "fp16" or "bf16" (case-insensitive).
 func ParseStorage(s string) (Storage, error) {
 	switch strings.ToLower(s) {
 	case "fp32", "float32", "f32":
 		return StoreF32, nil
 	case "fp16", "float16", "f16", "half":
 		return StoreF16, nil
+	case "bf16", "bfloat16":
+		return StoreBF16, nil
 	}
-	return StoreF32, fmt.Errorf("nn: unknown weight storage %q (want fp32 or fp16)", s)
+	return StoreF32, fmt.Errorf("nn: unknown weight storage %q (want fp32, fp16 or bf16)", s)
 }
 
-// Mat returns the weight [Out, In] as a kernel operand in its storage.
-func (l *Linear) Mat() kernels.Mat {
-	if l.w16 != nil {
-		return kernels.Mat{F16: l.w16}
-	}
-	return kernels.F32(l.Weight.Data())
-}
+// Mat returns the weight [Out, In] as a kernel operand in its storage. It
+// panics when only packed bf16 weights are left (StoreBF16).
+func (l *Linear) Mat() kernels.Mat { return mat(l.Weight, l.w16, "Linear") }
 
 // Mat returns the weight [OutC, InC·KH·KW] as a kernel operand in its
-// storage.
-func (c *Conv2d) Mat() kernels.Mat {
-	if c.w16 != nil {
-		return kernels.Mat{F16: c.w16}
+// storage (see Linear.Mat).
+func (c *Conv2d) Mat() kernels.Mat { return mat(c.Weight, c.w16, "Conv2d") }
+
+func mat(w *tensor.Tensor, w16 []uint16, what string) kernels.Mat {
+	if w16 != nil {
+		return kernels.Mat{F16: w16}
 	}
-	return kernels.F32(c.Weight.Data())
+	if !w.HasData() && w.Numel() > 0 {
+		panic("nn." + what + ": the weights are held only in packed bf16 form (StoreBF16); run the layer through Forward")
+	}
+	return kernels.F32(w.Data())
+}
+
+// Storage returns how the table is held (StoreF32 or StoreF16).
+func (e *Embedding) Storage() Storage { return storageOf(e.w16, false) }
+
+// SetStorage converts the table: StoreF16 and StoreBF16 hold it in float16
+// (a look-up widens the rows it reads), StoreF32 as float32.
+func (e *Embedding) SetStorage(s Storage) error {
+	setStorage(e.Weight, &e.w16, s)
+	return nil
 }
 
 // Storage returns how the layer holds its weight.
-func (l *Linear) Storage() Storage { return storageOf(l.w16) }
+func (l *Linear) Storage() Storage { return storageOf(l.w16, l.packOnly) }
 
 // Storage returns how the layer holds its weight.
-func (c *Conv2d) Storage() Storage { return storageOf(c.w16) }
+func (c *Conv2d) Storage() Storage { return storageOf(c.w16, c.packOnly) }
 
-func storageOf(w16 []uint16) Storage {
-	if w16 != nil {
+func storageOf(w16 []uint16, packOnly bool) Storage {
+	switch {
+	case packOnly:
+		return StoreBF16
+	case w16 != nil:
 		return StoreF16
 	}
 	return StoreF32
 }
 
-// SetStorage converts the weight to s. Converting to StoreF16 drops the
-// float32 data (Weight keeps its shape, without storage); converting back
-// widens the float16 values. Packed bf16 copies are dropped. Call it only
-// while no Forward runs, after any change to the weights (LoRA merges).
-func (l *Linear) SetStorage(s Storage) { setStorage(l.Weight, &l.w16, s); l.DropPacked() }
+// SetStorage converts the weight to s. Converting to StoreF16 (or
+// StoreBF16) drops the float32 data (Weight keeps its shape, without
+// storage); converting back widens the float16 values. Packed bf16 copies
+// are dropped. Call it only while no Forward runs, after any change to the
+// weights (LoRA merges). A layer whose only weights are packed bf16 ones
+// cannot be converted (an error).
+func (l *Linear) SetStorage(s Storage) error {
+	packMu.Lock()
+	gone := l.bf != nil && l.sourceGone()
+	packMu.Unlock()
+	if gone {
+		if s == StoreBF16 {
+			return nil
+		}
+		return fmt.Errorf("nn.Linear %d→%d: weights held only in packed bf16 form", l.In, l.Out)
+	}
+	setStorage(l.Weight, &l.w16, s)
+	l.packOnly = s == StoreBF16
+	l.DropPacked()
+	return nil
+}
 
 // SetStorage converts the weight to s (see Linear.SetStorage).
-func (c *Conv2d) SetStorage(s Storage) { setStorage(c.Weight, &c.w16, s); c.DropPacked() }
+func (c *Conv2d) SetStorage(s Storage) error {
+	packMu.Lock()
+	gone := c.bf != nil && c.sourceGone()
+	packMu.Unlock()
+	if gone {
+		if s == StoreBF16 {
+			return nil
+		}
+		return fmt.Errorf("nn.Conv2d %d→%d: weights held only in packed bf16 form", c.P.InC, c.P.OutC)
+	}
+	setStorage(c.Weight, &c.w16, s)
+	c.packOnly = s == StoreBF16
+	c.DropPacked()
+	return nil
+}
 
 func setStorage(w *tensor.Tensor, w16 *[]uint16, s Storage) {
 	switch {
-	case s == StoreF16 && *w16 == nil && w.HasData():
+	case s != StoreF32 && *w16 == nil && w.HasData():
 		*w16 = kernels.NarrowF16(w.Contiguous().Data())
 		w.DropData()
 	case s == StoreF32 && *w16 != nil:
@@ -105,15 +160,24 @@ type StorageReport struct {
 
 // SetModelStorage converts the weight of every Linear and Conv2d reachable
 // from model (a pointer to a struct of layers, slices and maps of them) to s.
-// Biases, norms and embeddings stay float32.
-func SetModelStorage(model any, s Storage) StorageReport {
+// Embedding tables follow (in float16 for StoreBF16); biases and norms stay
+// float32. The first error (a layer held
+// only in packed bf16 form) is returned after every other layer was
+// converted.
+func SetModelStorage(model any, s Storage) (StorageReport, error) {
 	var r StorageReport
+	var firstErr error
+	note := func(err error) {
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
 	seen := map[uintptr]bool{}
 	size := func(st Storage) int64 {
-		if st == StoreF16 {
-			return 2
+		if st == StoreF32 {
+			return 4
 		}
-		return 4
+		return 2
 	}
 	var walk func(v reflect.Value)
 	walk = func(v reflect.Value) {
@@ -133,7 +197,7 @@ func SetModelStorage(model any, s Storage) StorageReport {
 					r.Layers++
 					r.Params += n
 					r.BytesBefore += n * size(l.Storage())
-					l.SetStorage(s)
+					note(l.SetStorage(s))
 					r.BytesAfter += n * size(l.Storage())
 					return
 				case *Conv2d:
@@ -141,7 +205,15 @@ func SetModelStorage(model any, s Storage) StorageReport {
 					r.Layers++
 					r.Params += n
 					r.BytesBefore += n * size(l.Storage())
-					l.SetStorage(s)
+					note(l.SetStorage(s))
+					r.BytesAfter += n * size(l.Storage())
+					return
+				case *Embedding:
+					n := int64(l.Weight.Numel())
+					r.Layers++
+					r.Params += n
+					r.BytesBefore += n * size(l.Storage())
+					note(l.SetStorage(s))
 					r.BytesAfter += n * size(l.Storage())
 					return
 				case *tensor.Tensor:
@@ -166,5 +238,5 @@ func SetModelStorage(model any, s Storage) StorageReport {
 		}
 	}
 	walk(reflect.ValueOf(model))
-	return r
+	return r, firstErr
 }

@@ -154,7 +154,10 @@ func Load(o LoadOptions) (*Pipeline, error) {
 		}
 	}
 	if o.Weights != nn.StoreF32 {
-		rep := p.SetWeightStorage(o.Weights)
+		rep, err := p.SetWeightStorage(o.Weights)
+		if err != nil {
+			return nil, err
+		}
 		log.Debug("weights converted", "storage", o.Weights.String(), "layers", rep.Layers, "bytes_before", rep.BytesBefore, "bytes_after", rep.BytesAfter)
 	}
 	log.Debug("pipeline loaded", "seconds", time.Since(t0).Seconds())
@@ -164,19 +167,22 @@ func Load(o LoadOptions) (*Pipeline, error) {
 // SetWeightStorage converts the matrices of every Linear and convolution of
 // every model of the pipeline (text encoder, UNet, VAE, tagger) to s. Call it
 // after any LoRA merge and while no Upscale runs.
-func (p *Pipeline) SetWeightStorage(s nn.Storage) nn.StorageReport {
+func (p *Pipeline) SetWeightStorage(s nn.Storage) (nn.StorageReport, error) {
 	var total nn.StorageReport
 	for _, m := range []any{p.TextEncoder, p.UNet, p.VAE, p.Tagger} {
 		if m == nil || reflect.ValueOf(m).IsNil() {
 			continue
 		}
-		r := nn.SetModelStorage(m, s)
+		r, err := nn.SetModelStorage(m, s)
+		if err != nil {
+			return total, err
+		}
 		total.Layers += r.Layers
 		total.Params += r.Params
 		total.BytesBefore += r.BytesBefore
 		total.BytesAfter += r.BytesAfter
 	}
-	return total
+	return total, nil
 }
 
 // bindComponent opens a component's weights (the .fp16 variant when present)

@@ -26,7 +26,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	caseName := fs.String("case", "", "run one case in this process: 128_to_512 or 512_to_2048 (default: both, each in its own process)")
 	precision := fs.String("precision", "fp32", "fp32 or bf16")
-	weights := fs.String("weights", "", "weight storage: fp32 or fp16 (default: fp32, or fp16 with --precision bf16)")
+	weights := fs.String("weights", "", "weight storage: fp32, fp16 or bf16 (default: fp32, or bf16 with --precision bf16)")
 	tagger := fs.Bool("tagger", true, "include the Swin-L DAPE tagger")
 	threads := fs.Int("threads", 0, "worker threads (default: all cores)")
 	warmup := fs.Int("warmup", 1, "untimed runs first")
@@ -48,7 +48,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		p.SetWeightStorage(st)
+		if _, err := p.SetWeightStorage(st); err != nil {
+			return err
+		}
 		build := time.Since(t0).Seconds()
 		osediff.LimitGarbage(gcBudget)
 		res, err := osediff.RunBench(context.Background(), p, *caseName, *precision, *warmup, *runs)

@@ -37,14 +37,14 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&m.offline, "offline", false, "never download: fail when the default weights are missing")
 	fs.IntVar(&m.threads, "threads", 0, "worker threads (default: all cores)")
 	fs.StringVar(&m.precision, "precision", "fp32", "fp32, or bf16 (convolutions and linear layers in bfloat16 with fp32 accumulation: about 2× faster, PSNR ≥ 40 dB against fp32)")
-	fs.StringVar(&m.weights, "weights", "", "how weights are held in memory: fp32 (exact) or fp16 (half the memory; computed in fp32). Default: fp32, or fp16 with --precision bf16")
+	fs.StringVar(&m.weights, "weights", "", "how weights are held in memory: fp32 (exact), fp16 (half the memory, computed in fp32) or bf16 (only the packed bf16 copy, for --precision bf16). Default: fp32, or bf16 with --precision bf16")
 }
 
 // storage is the weight storage the flags ask for.
 func (m *modelFlags) storage() (nn.Storage, error) {
 	if m.weights == "" {
 		if p, _ := nn.ParsePrecision(m.precision); p == nn.BF16 {
-			return nn.StoreF16, nil
+			return nn.StoreBF16, nil // float16 on CPUs without AVX512_BF16
 		}
 		return nn.StoreF32, nil
 	}

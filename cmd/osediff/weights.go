@@ -18,7 +18,7 @@ import (
 // pointer-free float slices, so a collection costs little however large the
 // heap is, and a small budget keeps dead activations from inflating the
 // process.
-const gcBudget = 256 << 20
+const gcBudget = 64 << 20
 
 // loadPipeline resolves the model flags (fetching the default weights when
 // they are missing, unless --offline) and loads the pipeline.

@@ -152,8 +152,12 @@ func (e *CLIPTextEmbeddings) Forward(ids []int) *tensor.Tensor {
 		panic(fmt.Sprintf("clip: %d token ids, want 1..%d", len(ids), maxPos))
 	}
 	x := e.TokenEmbedding.Forward(ids) // [L, D]
-	n := x.Numel()
-	kernels.Add(x.Data(), x.Data(), e.PositionEmbedding.Weight.Data()[:n]) // [L, D] + positions
+	pos := make([]int, len(ids))
+	for i := range pos {
+		pos[i] = i
+	}
+	p := e.PositionEmbedding.Forward(pos)     // [L, D]
+	kernels.Add(x.Data(), x.Data(), p.Data()) // [L, D] + positions
 	return x
 }
 

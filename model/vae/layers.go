@@ -195,10 +195,6 @@ func (u *Upsample2D) forward(x *tensor.Tensor, rows int) *tensor.Tensor {
 	buf := make([]float32, c*(rows+2)*W)
 	out := make([]float32, oc*rows*W)
 	xd, yd := x.Data(), y.Data()
-	var bias []float32
-	if u.Conv.Bias != nil {
-		bias = u.Conv.Bias.Data()
-	}
 	for b := 0; b < n; b++ {
 		xb := xd[b*c*h*w : (b+1)*c*h*w]
 		for r0 := 0; r0 < H; r0 += rows {
@@ -226,7 +222,7 @@ func (u *Upsample2D) forward(x *tensor.Tensor, rows int) *tensor.Tensor {
 				p.PadB = 1
 			}
 			o := out[:oc*(r1-r0)*W]
-			kernels.Conv2DMat(p, 1, br, W, band, u.Conv.Mat(), bias, o) // [OC, r1-r0, 2w]
+			u.Conv.ForwardRaw(p, 1, br, W, band, o) // [OC, r1-r0, 2w]
 			for ch := 0; ch < oc; ch++ {
 				copy(yd[((b*oc+ch)*H+r0)*W:((b*oc+ch)*H+r1)*W], o[ch*(r1-r0)*W:(ch+1)*(r1-r0)*W])
 			}
