@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -303,5 +304,41 @@ func copyDir(t *testing.T, src, dst string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// --weights and --precision from the command line: fp16 weights and the
+// bf16 path (bf16-only weights by default) stay close to the fp32 output;
+// an unknown storage is refused before anything loads.
+func TestUpscaleWeightsFlag(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(tiny, "ref", "case_main_lq.png")
+	run := func(name string, flags ...string) *imageio.RGB8 {
+		out := filepath.Join(dir, name+".png")
+		if msg, err := cli(t, tinyArgs(append(flags, "--process-size", "128", "-i", in, "-o", out)...)...); err != nil {
+			t.Fatalf("%s: %v\n%s", name, err, msg)
+		}
+		return readRGB(t, out)
+	}
+	ref := run("fp32")
+	for _, c := range []struct {
+		name  string
+		flags []string
+		min   float64
+	}{{"fp16", []string{"--weights", "fp16"}, 50}, {"bf16", []string{"--precision", "bf16"}, 40}} {
+		got := run(c.name, c.flags...)
+		var se float64
+		for i := range ref.Pix {
+			d := float64(ref.Pix[i]) - float64(got.Pix[i])
+			se += d * d
+		}
+		db := 10 * math.Log10(255*255*float64(len(ref.Pix))/math.Max(se, 1e-12))
+		t.Logf("%s: PSNR %.1f dB against the fp32 output", c.name, db)
+		if db < c.min {
+			t.Errorf("%s: PSNR %.1f dB < %g", c.name, db, c.min)
+		}
+	}
+	if msg, err := cli(t, tinyArgs("--weights", "int8", "-i", in, "-o", filepath.Join(dir, "x.png"))...); err == nil || !strings.Contains(msg, "int8") {
+		t.Errorf("--weights int8 accepted: %v\n%s", err, msg)
 	}
 }
