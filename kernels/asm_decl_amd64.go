@@ -228,3 +228,15 @@ func widenF16512(dst *float32, src *uint16, n int)
 //
 //go:noescape
 func widenF16256(dst *float32, src *uint16, n int)
+
+// widenF16PF512 is widenF16512 that also prefetches the n values at src+pf
+// bytes.
+//
+//go:noescape
+func widenF16PF512(dst *float32, src *uint16, n int, pf int)
+
+// widenF16PF256 is widenF16256 that also prefetches the n values at src+pf
+// bytes.
+//
+//go:noescape
+func widenF16PF256(dst *float32, src *uint16, n int, pf int)

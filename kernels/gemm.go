@@ -164,11 +164,9 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, packB bPac
 				case A.packed != nil:
 					ap = &A.packed[pc*mp*mr+ip*kc*mr]
 				case A.h != nil:
-					// Widen the mr×kc panel into row-major apart (stride kc).
-					for r := 0; r < rows; r++ {
-						o := (ip*mr+r)*A.lda + pc
-						WidenF16(apart[r*kc:(r+1)*kc], A.h[o:o+kc])
-					}
+					// Widen the mr×kc panel into row-major apart (stride
+					// kc), prefetching the next panel's rows.
+					widenPanel(apart, A.h, (ip*mr)*A.lda+pc, rows, kc, A.lda, mr*A.lda, ip+1 < i1)
 					clear(apart[rows*kc : mr*kc])
 					ap, kern, lda = &apart[0], ar.ks, kc
 				case rows == mr:
@@ -381,4 +379,31 @@ func sgemmFast(ar *gemmArch, transA, transB bool, m, n, k int, alpha float32, a 
 		A = aSource{packed: *pp}
 	}
 	gemmRun(ar, m, n, k, A, matB(ar, b, ldb, n, transB, alpha), c, ldc, accumulate, nil)
+}
+
+// widenPanel widens rows rows of kc float16 values, row r at
+// h[off+r*lda:], into dst[r*kc:]; with prefetch it also prefetches the same
+// rows next (values) further on.
+func widenPanel(dst []float32, h []uint16, off, rows, kc, lda, next int, prefetch bool) {
+	v := fast()
+	if v == nil || v.widenF16PF == nil || kc < v.w {
+		for r := 0; r < rows; r++ {
+			WidenF16(dst[r*kc:(r+1)*kc], h[off+r*lda:off+r*lda+kc])
+		}
+		return
+	}
+	body := kc / v.w * v.w
+	pf := next * 2
+	for r := 0; r < rows; r++ {
+		s := h[off+r*lda : off+r*lda+kc]
+		d := dst[r*kc : (r+1)*kc]
+		if prefetch && off+r*lda+next+kc <= len(h) {
+			v.widenF16PF(&d[0], &s[0], body, pf)
+		} else {
+			v.widenF16(&d[0], &s[0], body)
+		}
+		for i := body; i < kc; i++ {
+			d[i] = tensor.F16ToF32(s[i])
+		}
+	}
 }

@@ -722,6 +722,31 @@ func widenF16(s isa) {
 	p("RET")
 }
 
+// widenF16PF is widenF16 that also prefetches the same span at src+pf bytes
+// (the next panel's row), so that the widening of a panel read straight
+// from memory does not wait on it.
+func widenF16PF(s isa) {
+	name := "widenF16PF" + s.suffix
+	header(name, "(dst *float32, src *uint16, n int, pf int)", 32)
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ src+8(FP), SI")
+	p("MOVQ n+16(FP), CX")
+	p("MOVQ pf+24(FP), DX")
+	p("TESTQ CX, CX")
+	p("JEQ %sdone", name)
+	label(name + "loop")
+	p("PREFETCHT0 (SI)(DX*1)")
+	p("VCVTPH2PS (SI), %s", s.r(0))
+	p("VMOVUPS %s, (DI)", s.r(0))
+	p("ADDQ $%d, SI", s.w*2)
+	p("ADDQ $%d, DI", s.w*4)
+	p("SUBQ $%d, CX", s.w)
+	p("JNZ %sloop", name)
+	label(name + "done")
+	p("VZEROUPPER")
+	p("RET")
+}
+
 // fmaLoop runs n iterations of 12 independent register-only FMAs (the
 // machine's peak-FLOP probe).
 func fmaLoop(s isa) {
@@ -772,6 +797,7 @@ func main() {
 		geglu(s)
 		fmaLoop(s)
 		widenF16(s)
+		widenF16PF(s)
 	}
 	out.WriteString("\n")
 	for i, b := range constBits {

@@ -76,6 +76,7 @@ type vecOps struct {
 	geglu       func(a, g, y *float32, n int)
 	fmaLoop     func(n int) // 12 independent register FMAs per iteration
 	widenF16    func(dst *float32, src *uint16, n int)
+	widenF16PF  func(dst *float32, src *uint16, n int, pf int) // and prefetch src+pf bytes
 }
 
 var (

@@ -2659,6 +2659,26 @@ widenF16512done:
 	VZEROUPPER
 	RET
 
+// func widenF16PF512(dst *float32, src *uint16, n int, pf int)
+TEXT ·widenF16PF512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ pf+24(FP), DX
+	TESTQ CX, CX
+	JEQ widenF16PF512done
+widenF16PF512loop:
+	PREFETCHT0 (SI)(DX*1)
+	VCVTPH2PS (SI), Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $32, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JNZ widenF16PF512loop
+widenF16PF512done:
+	VZEROUPPER
+	RET
+
 // func expScaleSum256(x *float32, n int, scale, shift float32) float32
 TEXT ·expScaleSum256(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
@@ -3247,6 +3267,26 @@ widenF16256loop:
 	SUBQ $8, CX
 	JNZ widenF16256loop
 widenF16256done:
+	VZEROUPPER
+	RET
+
+// func widenF16PF256(dst *float32, src *uint16, n int, pf int)
+TEXT ·widenF16PF256(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ pf+24(FP), DX
+	TESTQ CX, CX
+	JEQ widenF16PF256done
+widenF16PF256loop:
+	PREFETCHT0 (SI)(DX*1)
+	VCVTPH2PS (SI), Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $16, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ widenF16PF256loop
+widenF16PF256done:
 	VZEROUPPER
 	RET
 
