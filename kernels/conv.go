@@ -83,7 +83,7 @@ func conv2DFast(p Conv2DParams, n, h, w int, x []float32, weight Mat, bias, y []
 	}
 	for b := 0; b < n; b++ {
 		xb, yb := x[b*inPlane:(b+1)*inPlane], y[b*outPlane:(b+1)*outPlane]
-		pre := o.Pre.batch(b, p.InC)
+		pre := o.Pre.Sample(b, p.InC)
 		for r0 := 0; r0 < oh; r0 += band {
 			rows := min(band, oh-r0)
 			nq = rows * ow

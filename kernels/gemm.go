@@ -222,63 +222,30 @@ func matrixB(ar *gemmArch, b []float32, ldb, n int, trans bool, alpha float32) b
 	return matB(ar, F32(b), ldb, n, trans, alpha)
 }
 
-// matB is matrixB for a Mat: float16 rows are widened into a kc-long (or
-// nr-long) buffer first, then packed as float32 rows are.
+// matB is matrixB for a Mat: float16 values are widened as they are packed
+// (a transposed column through a kc-long buffer).
 func matB(ar *gemmArch, bm Mat, ldb, n int, trans bool, alpha float32) bPacker {
 	nr := ar.nr
-	if bm.F16 != nil {
-		return func(dst []float32, pc, kc, j0, nc int) {
-			var rowBuf [64]float32
+	return func(dst []float32, pc, kc, j0, nc int) {
+		var colBuf []float32 // a widened float16 column of Bᵀ
+		if trans && bm.F16 != nil {
 			var colArr [256]float32
-			colBuf := colArr[:]
+			colBuf = colArr[:]
 			if kc > len(colArr) {
 				colBuf = make([]float32, kc)
 			}
 			colBuf = colBuf[:kc]
-			for jp := 0; jp*nr < nc; jp++ {
-				d := dst[jp*kc*nr : (jp+1)*kc*nr]
-				jj := j0 + jp*nr
-				w := min(nr, n-jj)
-				if !trans {
-					for p := 0; p < kc; p++ {
-						o := (pc+p)*ldb + jj
-						dr := d[p*nr : p*nr+nr]
-						row := rowBuf[:w]
-						WidenF16(row, bm.F16[o:o+w])
-						for j, v := range row {
-							dr[j] = alpha * v
-						}
-						clear(dr[w:])
-					}
-					continue
-				}
-				if w < nr {
-					clear(d)
-				}
-				for j := 0; j < w; j++ {
-					o := (jj+j)*ldb + pc
-					WidenF16(colBuf, bm.F16[o:o+kc])
-					for p, v := range colBuf {
-						d[p*nr+j] = alpha * v
-					}
-				}
-			}
 		}
-	}
-	b := bm.F32
-	return func(dst []float32, pc, kc, j0, nc int) {
 		for jp := 0; jp*nr < nc; jp++ {
 			d := dst[jp*kc*nr : (jp+1)*kc*nr]
 			jj := j0 + jp*nr
 			w := min(nr, n-jj)
 			if !trans {
 				for p := 0; p < kc; p++ {
-					row := b[(pc+p)*ldb+jj : (pc+p)*ldb+jj+w]
 					dr := d[p*nr : p*nr+nr]
-					if alpha == 1 {
-						copy(dr, row)
-					} else {
-						for j, v := range row {
+					bm.Read(dr[:w], (pc+p)*ldb+jj)
+					if alpha != 1 {
+						for j, v := range dr[:w] {
 							dr[j] = alpha * v
 						}
 					}
@@ -290,7 +257,13 @@ func matB(ar *gemmArch, bm Mat, ldb, n int, trans bool, alpha float32) bPacker {
 				clear(d)
 			}
 			for j := 0; j < w; j++ {
-				src := b[(jj+j)*ldb+pc : (jj+j)*ldb+pc+kc]
+				o := (jj+j)*ldb + pc
+				src := colBuf
+				if bm.F16 != nil {
+					WidenF16(src, bm.F16[o:o+kc])
+				} else {
+					src = bm.F32[o : o+kc]
+				}
 				if alpha == 1 {
 					for p, v := range src {
 						d[p*nr+j] = v

@@ -701,41 +701,27 @@ func geglu(s isa) {
 }
 
 // widenF16: dst[i] = float32(src[i]) for float16 src (VCVTPH2PS; F16C on
-// AVX2 machines), n a multiple of w.
-func widenF16(s isa) {
-	name := "widenF16" + s.suffix
-	header(name, "(dst *float32, src *uint16, n int)", 24)
+// AVX2 machines), n a multiple of w. With prefetch (widenF16PF) it also
+// prefetches the same span at src+pf bytes (the next panel's row), so that
+// widening a panel read straight from memory does not wait on it.
+func widenF16(s isa, prefetch bool) {
+	name, sig, frame := "widenF16"+s.suffix, "(dst *float32, src *uint16, n int)", 24
+	if prefetch {
+		name, sig, frame = "widenF16PF"+s.suffix, "(dst *float32, src *uint16, n int, pf int)", 32
+	}
+	header(name, sig, frame)
 	p("MOVQ dst+0(FP), DI")
 	p("MOVQ src+8(FP), SI")
 	p("MOVQ n+16(FP), CX")
+	if prefetch {
+		p("MOVQ pf+24(FP), DX")
+	}
 	p("TESTQ CX, CX")
 	p("JEQ %sdone", name)
 	label(name + "loop")
-	p("VCVTPH2PS (SI), %s", s.r(0))
-	p("VMOVUPS %s, (DI)", s.r(0))
-	p("ADDQ $%d, SI", s.w*2)
-	p("ADDQ $%d, DI", s.w*4)
-	p("SUBQ $%d, CX", s.w)
-	p("JNZ %sloop", name)
-	label(name + "done")
-	p("VZEROUPPER")
-	p("RET")
-}
-
-// widenF16PF is widenF16 that also prefetches the same span at src+pf bytes
-// (the next panel's row), so that the widening of a panel read straight
-// from memory does not wait on it.
-func widenF16PF(s isa) {
-	name := "widenF16PF" + s.suffix
-	header(name, "(dst *float32, src *uint16, n int, pf int)", 32)
-	p("MOVQ dst+0(FP), DI")
-	p("MOVQ src+8(FP), SI")
-	p("MOVQ n+16(FP), CX")
-	p("MOVQ pf+24(FP), DX")
-	p("TESTQ CX, CX")
-	p("JEQ %sdone", name)
-	label(name + "loop")
-	p("PREFETCHT0 (SI)(DX*1)")
+	if prefetch {
+		p("PREFETCHT0 (SI)(DX*1)")
+	}
 	p("VCVTPH2PS (SI), %s", s.r(0))
 	p("VMOVUPS %s, (DI)", s.r(0))
 	p("ADDQ $%d, SI", s.w*2)
@@ -796,8 +782,8 @@ func main() {
 		gelu(s)
 		geglu(s)
 		fmaLoop(s)
-		widenF16(s)
-		widenF16PF(s)
+		widenF16(s, false)
+		widenF16(s, true)
 	}
 	out.WriteString("\n")
 	for i, b := range constBits {

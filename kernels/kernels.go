@@ -127,8 +127,9 @@ type ChannelAffine struct {
 	SiLU         bool
 }
 
-// batch returns the transform of sample b (c channels).
-func (t *ChannelAffine) batch(b, c int) *ChannelAffine {
+// Sample returns the transform of sample b (c channels per sample), or nil
+// for a nil t.
+func (t *ChannelAffine) Sample(b, c int) *ChannelAffine {
 	if t == nil {
 		return nil
 	}
@@ -292,17 +293,10 @@ func groupNormRef(x, y []float32, n, c, hw, groups int, eps float32, gamma, beta
 		for g := 0; g < groups; g++ {
 			base := (b*c + g*cpg) * hw
 			cnt := cpg * hw
-			var sum float64
-			for i := 0; i < cnt; i++ {
-				sum += float64(x[base+i])
+			if cnt == 0 {
+				continue
 			}
-			mean := sum / float64(cnt)
-			var vs float64
-			for i := 0; i < cnt; i++ {
-				d := float64(x[base+i]) - mean
-				vs += d * d
-			}
-			inv := 1 / math.Sqrt(vs/float64(cnt)+float64(eps))
+			mean, inv := statsRef(x[base:base+cnt], eps)
 			for ci := 0; ci < cpg; ci++ {
 				ch := g*cpg + ci
 				ga, be := float32(1), float32(0)
@@ -312,8 +306,8 @@ func groupNormRef(x, y []float32, n, c, hw, groups int, eps float32, gamma, beta
 				if beta != nil {
 					be = beta[ch]
 				}
-				sc := float32(inv) * ga
-				sh := be - float32(mean)*sc
+				sc := inv * ga
+				sh := be - mean*sc
 				off := base + ci*hw
 				for i := 0; i < hw; i++ {
 					v := x[off+i]*sc + sh

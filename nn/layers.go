@@ -82,23 +82,7 @@ func NewConv2d(in, out, k, stride, pad int, bias bool) *Conv2d {
 
 // Forward maps x [N, InC, H, W] to [N, OutC, OH, OW].
 func (c *Conv2d) Forward(x *tensor.Tensor) *tensor.Tensor {
-	if x.Rank() != 4 || x.Dim(1) != c.P.InC {
-		panic(fmt.Sprintf("nn.Conv2d: input %v, want [N, %d, H, W]", x.Shape(), c.P.InC))
-	}
-	x = x.Contiguous()
-	n, h, w := x.Dim(0), x.Dim(2), x.Dim(3)
-	oh, ow := c.P.OutSize(h, w)
-	y := tensor.New(n, c.P.OutC, oh, ow) // [N, OutC, OH, OW]
-	var b []float32
-	if c.Bias != nil {
-		b = c.Bias.Data()
-	}
-	if c.useBF16() {
-		c.bf16Left().Conv2D(c.P, n, h, w, x.Data(), b, y.Data()) // in bf16
-		return y
-	}
-	kernels.Conv2DMat(c.P, n, h, w, x.Data(), c.Mat(), b, y.Data())
-	return y
+	return c.ForwardEx(x, nil, nil, nil) // [N, OutC, OH, OW]
 }
 
 // ForwardEx is Forward with fusions: pre (nil: none) transforms x as the

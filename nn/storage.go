@@ -110,14 +110,9 @@ func (l *Linear) SetStorage(s Storage) error {
 	packMu.Lock()
 	gone := l.bf != nil && l.sourceGone()
 	packMu.Unlock()
-	if gone {
-		if s == StoreBF16 {
-			return nil
-		}
-		return fmt.Errorf("nn.Linear %d→%d: weights held only in packed bf16 form", l.In, l.Out)
+	if err := setLayerStorage(l.Weight, &l.w16, &l.packOnly, gone, s, fmt.Sprintf("nn.Linear %d→%d", l.In, l.Out)); err != nil {
+		return err
 	}
-	setStorage(l.Weight, &l.w16, s)
-	l.packOnly = s == StoreBF16
 	l.DropPacked()
 	return nil
 }
@@ -127,15 +122,24 @@ func (c *Conv2d) SetStorage(s Storage) error {
 	packMu.Lock()
 	gone := c.bf != nil && c.sourceGone()
 	packMu.Unlock()
+	if err := setLayerStorage(c.Weight, &c.w16, &c.packOnly, gone, s, fmt.Sprintf("nn.Conv2d %d→%d", c.P.InC, c.P.OutC)); err != nil {
+		return err
+	}
+	c.DropPacked()
+	return nil
+}
+
+// setLayerStorage is SetStorage of a Linear or Conv2d without its packed
+// copy: gone says only that copy is left (then only StoreBF16 is possible).
+func setLayerStorage(w *tensor.Tensor, w16 *[]uint16, packOnly *bool, gone bool, s Storage, what string) error {
 	if gone {
 		if s == StoreBF16 {
 			return nil
 		}
-		return fmt.Errorf("nn.Conv2d %d→%d: weights held only in packed bf16 form", c.P.InC, c.P.OutC)
+		return fmt.Errorf("%s: weights held only in packed bf16 form", what)
 	}
-	setStorage(c.Weight, &c.w16, s)
-	c.packOnly = s == StoreBF16
-	c.DropPacked()
+	setStorage(w, w16, s)
+	*packOnly = s == StoreBF16
 	return nil
 }
 
@@ -150,6 +154,12 @@ func setStorage(w *tensor.Tensor, w16 *[]uint16, s Storage) {
 	}
 }
 
+// storageLayer is a layer whose weights SetModelStorage converts.
+type storageLayer interface {
+	Storage() Storage
+	SetStorage(Storage) error
+}
+
 // StorageReport counts the weights SetModelStorage converted.
 type StorageReport struct {
 	Layers      int   // Linear and Conv2d layers converted
@@ -161,9 +171,8 @@ type StorageReport struct {
 // SetModelStorage converts the weight of every Linear and Conv2d reachable
 // from model (a pointer to a struct of layers, slices and maps of them) to s.
 // Embedding tables follow (in float16 for StoreBF16); biases and norms stay
-// float32. The first error (a layer held
-// only in packed bf16 form) is returned after every other layer was
-// converted.
+// float32. The first error (a layer held only in packed bf16 form) is
+// returned after every other layer was converted.
 func SetModelStorage(model any, s Storage) (StorageReport, error) {
 	var r StorageReport
 	var firstErr error
@@ -191,32 +200,24 @@ func SetModelStorage(model any, s Storage) (StorageReport, error) {
 					return
 				}
 				seen[v.Pointer()] = true
-				switch l := v.Interface().(type) {
+				var l storageLayer
+				var n int // its weight values
+				switch t := v.Interface().(type) {
 				case *Linear:
-					n := int64(l.Weight.Numel())
-					r.Layers++
-					r.Params += n
-					r.BytesBefore += n * size(l.Storage())
-					note(l.SetStorage(s))
-					r.BytesAfter += n * size(l.Storage())
-					return
+					l, n = t, t.Weight.Numel()
 				case *Conv2d:
-					n := int64(l.Weight.Numel())
-					r.Layers++
-					r.Params += n
-					r.BytesBefore += n * size(l.Storage())
-					note(l.SetStorage(s))
-					r.BytesAfter += n * size(l.Storage())
-					return
+					l, n = t, t.Weight.Numel()
 				case *Embedding:
-					n := int64(l.Weight.Numel())
-					r.Layers++
-					r.Params += n
-					r.BytesBefore += n * size(l.Storage())
-					note(l.SetStorage(s))
-					r.BytesAfter += n * size(l.Storage())
-					return
+					l, n = t, t.Weight.Numel()
 				case *tensor.Tensor:
+					return
+				}
+				if l != nil {
+					r.Layers++
+					r.Params += int64(n)
+					r.BytesBefore += int64(n) * size(l.Storage())
+					note(l.SetStorage(s))
+					r.BytesAfter += int64(n) * size(l.Storage())
 					return
 				}
 			}

@@ -143,10 +143,7 @@ func (l *LeftMatrix) Conv2DEx(p kernels.Conv2DParams, n, h, w int, x, bias, y []
 	inPlane, outPlane := p.InC*h*w, p.OutC*oh*ow
 	for b := 0; b < n; b++ {
 		xb, yb := x[b*inPlane:(b+1)*inPlane], y[b*outPlane:(b+1)*outPlane]
-		var pre *kernels.ChannelAffine
-		if o.Pre != nil {
-			pre = &kernels.ChannelAffine{Scale: o.Pre.Scale[b*p.InC : (b+1)*p.InC], Shift: o.Pre.Shift[b*p.InC : (b+1)*p.InC], SiLU: o.Pre.SiLU}
-		}
+		pre := o.Pre.Sample(b, p.InC)
 		for r0 := 0; r0 < oh; r0 += band {
 			rows := min(band, oh-r0)
 			nq = rows * ow
