@@ -11,7 +11,7 @@ func init() {
 		gemmArchs[AVX2] = []*gemmArch{{name: "avx2-6x16", mr: 6, nr: 16, kp: gemm256p6x16, ks: gemm256s6x16, pack: packRows256_16}}
 		vecTables[AVX2] = &vecOps{w: 8, expScaleSum: expScaleSum256, maxv: maxv256, affineAct: affineAct256,
 			sigMul: sigMul256, sumStats: sumStats256, normAffine: normAffine256, addv: addv256, mulv: mulv256,
-			axpy: axpy256, scaleAdd: scaleAdd256, gelu: gelu256, geglu: geglu256, fmaLoop: fmaLoop256, widenF16: widenF16256, widenF16PF: widenF16PF256}
+			axpy: axpy256, scaleAdd: scaleAdd256, gelu: gelu256, geglu: geglu256, fmaLoop: fmaLoop256, widenF16: widenF16256, widenF16PF: widenF16PF256, prefetch: prefetchRows}
 	}
 	if detected == AVX2 && x.HasAVX512F && x.HasAVX512DQ && x.HasAVX512BW && x.HasAVX512VL {
 		detected = AVX512
@@ -22,7 +22,7 @@ func init() {
 		}
 		vecTables[AVX512] = &vecOps{w: 16, expScaleSum: expScaleSum512, maxv: maxv512, affineAct: affineAct512,
 			sigMul: sigMul512, sumStats: sumStats512, normAffine: normAffine512, addv: addv512, mulv: mulv512,
-			axpy: axpy512, scaleAdd: scaleAdd512, gelu: gelu512, geglu: geglu512, fmaLoop: fmaLoop512, widenF16: widenF16512, widenF16PF: widenF16PF512}
+			axpy: axpy512, scaleAdd: scaleAdd512, gelu: gelu512, geglu: geglu512, fmaLoop: fmaLoop512, widenF16: widenF16512, widenF16PF: widenF16PF512, prefetch: prefetchRows}
 	}
 	current.Store(int32(detected))
 }

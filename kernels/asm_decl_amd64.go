@@ -240,3 +240,13 @@ func widenF16PF512(dst *float32, src *uint16, n int, pf int)
 //
 //go:noescape
 func widenF16PF256(dst *float32, src *uint16, n int, pf int)
+
+// prefetchRows prefetches (PREFETCHT0) the first lines cache lines of each of
+// rows rows, the first at p and the next stride floats further on:
+//
+//	for r < rows: for l < lines: prefetch(p + r*stride*4 + l*64 bytes)
+//
+// It reads nothing and cannot fault.
+//
+//go:noescape
+func prefetchRows(p *float32, stride, rows, lines int)

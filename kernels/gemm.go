@@ -20,6 +20,9 @@ var (
 	// BenchmarkMicroKernelL2) and packing cost 5-30% on conv-sized products.
 	gemmPackA     = false
 	gemmPackAMinN = 256
+	// gemmPrefetchA prefetches the next row panel of an A read in place
+	// while the last B panel of the current one runs.
+	gemmPrefetchA = true
 )
 
 // aSource is the A operand of gemmRun: either pre-packed panels
@@ -194,6 +197,13 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, packB bPac
 				for jp := 0; jp*nr < nc; jp++ {
 					cols := min(nr, nc-jp*nr)
 					cj := jc + jp*nr
+					if gemmPrefetchA && (jp+1)*nr >= nc && A.a != nil && ip+1 < i1 {
+						// The last B panel of this A panel: bring the next
+						// A panel (read in place) towards L1 meanwhile.
+						if v := fast(); v != nil {
+							v.prefetch(&A.a[(ip+1)*mr*A.lda+pc], A.lda, min(mr, m-(ip+1)*mr), (kc*4+63)/64+1)
+						}
+					}
 					if rows == mr && cols == nr {
 						kern(kc, ap, lda, &bp[jp*kc*nr], &c[ip*mr*ldc+cj], ldc, acc, bv)
 						continue

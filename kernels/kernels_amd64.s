@@ -2066,6 +2066,31 @@ packRows256_16done:
 	VZEROUPPER
 	RET
 
+// func prefetchRows(p *float32, stride, rows, lines int)
+TEXT ·prefetchRows(SB), NOSPLIT, $0-32
+	MOVQ p+0(FP), SI
+	MOVQ stride+8(FP), R8
+	SHLQ $2, R8
+	MOVQ rows+16(FP), CX
+	MOVQ lines+24(FP), DX
+	TESTQ CX, CX
+	JEQ prefetchRowsdone
+	TESTQ DX, DX
+	JEQ prefetchRowsdone
+prefetchRowsrow:
+	MOVQ SI, AX
+	MOVQ DX, BX
+prefetchRowsline:
+	PREFETCHT0 (AX)
+	ADDQ $64, AX
+	DECQ BX
+	JNZ prefetchRowsline
+	ADDQ R8, SI
+	DECQ CX
+	JNZ prefetchRowsrow
+prefetchRowsdone:
+	RET
+
 // func expScaleSum512(x *float32, n int, scale, shift float32) float32
 TEXT ·expScaleSum512(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
