@@ -77,7 +77,7 @@ type vecOps struct {
 	fmaLoop     func(n int) // 12 independent register FMAs per iteration
 	widenF16    func(dst *float32, src *uint16, n int)
 	widenF16PF  func(dst *float32, src *uint16, n int, pf int) // and prefetch src+pf bytes
-	prefetch    func(p *float32, stride, rows, lines int)         // prefetchRows
+	prefetch    func(p *float32, stride, rows, lines int)      // prefetchRows
 }
 
 var (
