@@ -74,16 +74,19 @@ type BenchStage struct {
 
 // BenchResult is the outcome of one benchmark case.
 type BenchResult struct {
-	Case         string       `json:"case"`
-	Precision    string       `json:"precision"`
-	Weights      string       `json:"weights"` // weight storage: fp32 or fp16
-	Stages       []BenchStage `json:"stages"`
-	TotalSeconds float64      `json:"total_seconds"`
-	TotalFLOPs   float64      `json:"total_flops"`
-	GFLOPs       float64      `json:"gflops"`
-	Peak         float64      `json:"percent_of_peak"`
-	PeakRSSBytes int64        `json:"peak_rss_bytes"`
-	PeakGFLOPs   float64      `json:"peak_gflops"`
+	Case      string `json:"case"`
+	Precision string `json:"precision"`
+	Weights   string `json:"weights"` // weight storage: fp32 or fp16
+	// SpillAboveBytes is the VAE tiles' memory budget of the run (0: none,
+	// -1: auto, half the available memory).
+	SpillAboveBytes int64        `json:"spill_above_bytes"`
+	Stages          []BenchStage `json:"stages"`
+	TotalSeconds    float64      `json:"total_seconds"`
+	TotalFLOPs      float64      `json:"total_flops"`
+	GFLOPs          float64      `json:"gflops"`
+	Peak            float64      `json:"percent_of_peak"`
+	PeakRSSBytes    int64        `json:"peak_rss_bytes"`
+	PeakGFLOPs      float64      `json:"peak_gflops"`
 	// BF16Native tells whether bf16 ran on the CPU's dot-product
 	// instructions (false: the fp32 fallback).
 	BF16Native bool `json:"bf16_native"`
@@ -112,7 +115,7 @@ var BenchCases = map[string]int{"128_to_512": 128, "512_to_2048": 512, "256_to_1
 // reports the median of each stage and of the run totals (as the peer
 // script does). With the tagger it also times DAPE. Peak RSS is the
 // high-water mark from the first timed run on (Linux).
-func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, runs int) (*BenchResult, error) {
+func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, runs int, spillAbove int64) (*BenchResult, error) {
 	side, ok := BenchCases[name]
 	if !ok {
 		return nil, fmt.Errorf("unknown case %q (want 128_to_512 or 512_to_2048)", name)
@@ -124,7 +127,7 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, 
 	defer nn.SetPrecision(nn.SetPrecision(prec))
 	img := syntheticImage(side, side, 7)
 	tags := "building, city, sky, street, tree"
-	o := Options{Scale: 4, ProcessSize: 512}
+	o := Options{Scale: 4, ProcessSize: 512, SpillAbove: spillAbove}
 	if p.Tagger == nil {
 		o.Tags = &tags
 	}
@@ -175,7 +178,7 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, 
 		flops["tagger"] = ram.FLOPs(p.Tagger.Config)
 	}
 	peak := kernels.PeakGFLOPs()
-	br := &BenchResult{Case: name, Precision: prec.String(), TotalSeconds: total, PeakGFLOPs: peak, BF16Native: nn.BF16Native(),
+	br := &BenchResult{Case: name, SpillAboveBytes: spillAbove, Precision: prec.String(), TotalSeconds: total, PeakGFLOPs: peak, BF16Native: nn.BF16Native(),
 		Runs: totals, Warmup: warmup}
 	for _, s := range res.Stages {
 		f := flops[s.Name]

@@ -1,8 +1,11 @@
 package osediff
 
 import (
+	"os"
 	"runtime"
 	"runtime/debug"
+	"strconv"
+	"strings"
 )
 
 // LimitGarbage sets the garbage collector so that the heap grows by about
@@ -24,4 +27,33 @@ func LimitGarbage(budget int64) int {
 	}
 	pct = max(1, min(pct, 100))
 	return debug.SetGCPercent(pct)
+}
+
+// SpillAuto as Options.SpillAbove sets the tiled VAE's memory budget to half
+// the memory available when the call starts: a machine with room keeps every
+// tile in memory, a small one parks them in files.
+const SpillAuto = -1
+
+// spillBudget resolves Options.SpillAbove to bytes (0: no budget).
+func spillBudget(above int64) int64 {
+	if above != SpillAuto {
+		return above
+	}
+	return memAvailable() / 2
+}
+
+// memAvailable is the kernel's estimate of the memory available to start new
+// work without swapping (Linux MemAvailable), in bytes; 0 where unknown.
+func memAvailable() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
 }

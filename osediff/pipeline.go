@@ -233,6 +233,13 @@ type Options struct {
 	LatentOverlap  int  // default 32
 	VAEEncoderTile int  // default 1024 (pixels)
 	VAEDecoderTile int  // default 224 (latent pixels)
+	// SpillAbove is the memory budget of a tiled VAE encode or decode's
+	// waiting tiles: beyond it they wait in temporary files (in SpillDir, ""
+	// for the system's). 0: no budget; SpillAuto: half the memory the OS
+	// reports available when the call starts. The result is the same (see
+	// vae.Spill).
+	SpillAbove int64
+	SpillDir   string
 
 	// KeepProcessedSize returns the model's working size (what the reference
 	// writes) instead of exactly Scale × the input size.
@@ -297,6 +304,8 @@ func (o *Options) defaults() error {
 		return fmt.Errorf("process size %d out of range [8, 8192]", o.ProcessSize)
 	case o.LatentTile < 8 || o.LatentOverlap < 0 || o.LatentOverlap >= o.LatentTile:
 		return fmt.Errorf("latent tile %d / overlap %d invalid (tile >= 8, 0 <= overlap < tile)", o.LatentTile, o.LatentOverlap)
+	case o.SpillAbove < SpillAuto:
+		return fmt.Errorf("spill budget %d invalid (0: none, SpillAuto, else bytes)", o.SpillAbove)
 	case o.VAEEncoderTile < 8 || o.VAEDecoderTile < 1:
 		return fmt.Errorf("VAE tile sizes %d/%d invalid", o.VAEEncoderTile, o.VAEDecoderTile)
 	}
@@ -410,8 +419,12 @@ func (p *Pipeline) Upscale(ctx context.Context, img *imageio.RGB8, o Options) (*
 	for i, v := range x.Data() {
 		x.Data()[i] = v*2 - 1
 	}
-	tiles := vae.TileOptions{Enabled: !o.TileOff, EncoderTileSize: o.VAEEncoderTile, DecoderTileSize: o.VAEDecoderTile}
-	encOut := p.VAE.EncoderForward(x, tiles) // [1, 2*lat, h, w]
+	tiles := vae.TileOptions{Enabled: !o.TileOff, EncoderTileSize: o.VAEEncoderTile, DecoderTileSize: o.VAEDecoderTile,
+		Spill: vae.Spill{Above: spillBudget(o.SpillAbove), Dir: o.SpillDir}}
+	var encOut *tensor.Tensor
+	if err := spillSafe(func() { encOut = p.VAE.EncoderForward(x, tiles) }); err != nil { // [1, 2*lat, h, w]
+		return nil, err
+	}
 	x = nil
 	o.trace("encoder_out", encOut)
 	moments := p.VAE.Moments(encOut) // [1, 2*lat, h, w]
@@ -460,7 +473,10 @@ func (p *Pipeline) Upscale(ctx context.Context, img *imageio.RGB8, o Options) (*
 	// 7. VAE decode, clamp, truncating 8-bit conversion.
 	t0 = time.Now()
 	o.report("vae_decode", 0, 1)
-	dec := p.VAE.Decode(decIn, tiles) // [1, 3, H, W]
+	var dec *tensor.Tensor
+	if err := spillSafe(func() { dec = p.VAE.Decode(decIn, tiles) }); err != nil { // [1, 3, H, W]
+		return nil, err
+	}
 	o.trace("decoded_raw", dec)
 	stage("vae_decode", t0)
 	if err := ctx.Err(); err != nil {
@@ -539,4 +555,20 @@ func (p *Pipeline) posterior(moments *tensor.Tensor, o *Options) (*tensor.Tensor
 		ld[i] = v * p.ScalingFactor
 	}
 	return lat, nil
+}
+
+// spillSafe runs a VAE call and returns the failure to read a spilled tile
+// back as an error (other panics go on).
+func spillSafe(f func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			se, ok := r.(*vae.SpillError)
+			if !ok {
+				panic(r)
+			}
+			err = se
+		}
+	}()
+	f()
+	return nil
 }

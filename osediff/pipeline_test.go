@@ -1,6 +1,7 @@
 package osediff
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -342,5 +343,34 @@ func TestSeamTiledVsUntiled(t *testing.T) {
 		if worst > 2*tolerances[name] {
 			t.Errorf("%s: our tiled-untiled difference deviates from the reference's by %.3g", name, worst)
 		}
+	}
+}
+
+// TestSpillSameImage runs the tiled golden case with every VAE tile set
+// parked in files: the image must be the in-memory run's, byte for byte.
+func TestSpillSameImage(t *testing.T) {
+	p := loadTiny(t)
+	tags := "building, city, sky, street, tree"
+	lq := readPNG(t, filepath.Join(tinyDir, "ref", "case_tiled_lq.png"))
+	o := Options{Scale: 4, ProcessSize: 64, Tags: &tags, VAEEncoderTile: 64, VAEDecoderTile: 8, LatentTile: 8, LatentOverlap: 4}
+	want, err := p.Upscale(context.Background(), lq, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.SpillAbove, o.SpillDir = 1, t.TempDir()
+	got, err := p.Upscale(context.Background(), lq, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Image.Pix, want.Image.Pix) {
+		t.Fatal("the spilled run's image differs from the in-memory run's")
+	}
+	o.SpillAbove = SpillAuto // this machine has room: nothing is parked, same image
+	if got, err = p.Upscale(context.Background(), lq, o); err != nil || !bytes.Equal(got.Image.Pix, want.Image.Pix) {
+		t.Fatalf("SpillAuto: err %v, same image %v", err, err == nil && bytes.Equal(got.Image.Pix, want.Image.Pix))
+	}
+	o.SpillAbove = -2
+	if _, err := p.Upscale(context.Background(), lq, o); err == nil || !strings.Contains(err.Error(), "spill") {
+		t.Fatalf("negative spill threshold: err %v", err)
 	}
 }

@@ -17,3 +17,15 @@ func Alloc(n int) []float32 {
 	}
 	return s
 }
+
+// Discard tells the OS that the values of s, a large buffer from Alloc that
+// nothing will read again, need not be kept: its whole pages are returned
+// at once (Linux), where Go would return them only after a collection and a
+// scavenger pass. The buffer stays valid memory (it reads as zeros, or as
+// its old values where the OS kept them) until the collector frees it. Only
+// for buffers the caller owns alone; elsewhere a no-op.
+func Discard(s []float32) {
+	if len(s)*4 >= hugeMin {
+		discard(s)
+	}
+}

@@ -22,3 +22,16 @@ func adviseHuge(s []float32) {
 	all := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*4)
 	_ = unix.Madvise(all[lo-start:hi-start], unix.MADV_HUGEPAGE)
 }
+
+func discard(s []float32) {
+	const page = 4 << 10
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(s)))
+	end := start + uintptr(len(s))*4
+	lo := (start + page - 1) &^ (page - 1)
+	hi := end &^ (page - 1)
+	if hi <= lo {
+		return
+	}
+	all := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*4)
+	_ = unix.Madvise(all[lo-start:hi-start], unix.MADV_DONTNEED)
+}

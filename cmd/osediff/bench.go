@@ -31,6 +31,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	threads := fs.Int("threads", 0, "worker threads (default: all cores)")
 	warmup := fs.Int("warmup", 1, "untimed runs first")
 	runs := fs.Int("runs", 3, "timed runs (the median is reported)")
+	spill := byteSize(defaultSpillAbove)
+	fs.Var(&spill, "spill-above", "VAE tile spill threshold, as in upscale (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return exitCode(2)
 	}
@@ -53,7 +55,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 		build := time.Since(t0).Seconds()
 		osediff.LimitGarbage(gcBudget)
-		res, err := osediff.RunBench(context.Background(), p, *caseName, *precision, *warmup, *runs)
+		res, err := osediff.RunBench(context.Background(), p, *caseName, *precision, *warmup, *runs, int64(spill))
 		if err != nil {
 			return err
 		}
@@ -72,7 +74,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	var all []*osediff.BenchResult
 	for _, c := range []string{"128_to_512", "512_to_2048"} {
 		cmd := exec.Command(exe, "bench", "--case", c, "--precision", *precision, "--weights", *weights, "--json", fmt.Sprintf("--tagger=%v", *tagger),
-			fmt.Sprintf("--threads=%d", *threads), fmt.Sprintf("--warmup=%d", *warmup), fmt.Sprintf("--runs=%d", *runs))
+			fmt.Sprintf("--threads=%d", *threads), fmt.Sprintf("--warmup=%d", *warmup), fmt.Sprintf("--runs=%d", *runs), "--spill-above="+spill.String())
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, stderr
 		if err := cmd.Run(); err != nil {
@@ -94,7 +96,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 }
 
 func printBench(w io.Writer, r *osediff.BenchResult) {
-	fmt.Fprintf(w, "case %s (%s%s, %s weights), fp32 peak %.0f GFLOP/s\n", r.Case, r.Precision, map[bool]string{true: "", false: ", bf16 emulated in fp32"}[r.BF16Native || r.Precision != "bf16"], r.Weights, r.PeakGFLOPs)
+	spill := byteSize(r.SpillAboveBytes)
+	fmt.Fprintf(w, "case %s (%s%s, %s weights, VAE tiles spilled above %s), fp32 peak %.0f GFLOP/s\n", r.Case, r.Precision, map[bool]string{true: "", false: ", bf16 emulated in fp32"}[r.BF16Native || r.Precision != "bf16"], r.Weights, spill.String(), r.PeakGFLOPs)
 	fmt.Fprintf(w, "  %-14s %9s %12s %9s %7s\n", "stage", "seconds", "GFLOP", "GFLOP/s", "%peak")
 	for _, s := range r.Stages {
 		fmt.Fprintf(w, "  %-14s %9.3f %12.1f %9.1f %6.1f%%\n", s.Name, s.Seconds, s.FLOPs/1e9, s.GFLOPs, s.Peak)

@@ -74,7 +74,14 @@ type pipelineFlags struct {
 	latentTile, latentOverlap, encTile, decTile int
 	processSize                                 int
 	keepProcessedSize                           bool
+	spillAbove                                  byteSize
+	spillDir                                    string
 }
+
+// defaultSpillAbove is the CLI's budget for VAE tiles in memory: half the
+// memory available. Only tiled runs (outputs beyond about 2000 pixels a
+// side) have tiles to park.
+const defaultSpillAbove = osediff.SpillAuto
 
 func (p *pipelineFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&p.scale, "scale", 4, "upscaling factor (any value in [0.25, 16]; the output is exactly scale × the input)")
@@ -90,6 +97,9 @@ func (p *pipelineFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&p.decTile, "vae-decoder-tile", 224, "VAE decoder tile size in latent pixels")
 	fs.IntVar(&p.processSize, "process-size", 512, "the reference's process_size: smaller inputs are enlarged first")
 	fs.BoolVar(&p.keepProcessedSize, "keep-processed-size", false, "write the model's working size as the reference does, not exactly scale × input")
+	p.spillAbove = defaultSpillAbove
+	fs.Var(&p.spillAbove, "spill-above", "memory budget of the tiled VAE's waiting tiles, e.g. 512MiB: beyond it they wait in temporary files (auto: half the available memory; 0: no budget; the result is the same)")
+	fs.StringVar(&p.spillDir, "spill-dir", "", "directory of the spill files (default: the system's temporary directory)")
 }
 
 func (p *pipelineFlags) options(fs *flag.FlagSet) (osediff.Options, error) {
@@ -97,6 +107,7 @@ func (p *pipelineFlags) options(fs *flag.FlagSet) (osediff.Options, error) {
 		Scale: p.scale, ProcessSize: p.processSize, Prompt: p.prompt, ColorFix: osediff.ColorFix(p.colorFix),
 		Seed: p.seed, LatentTile: p.latentTile, LatentOverlap: p.latentOverlap,
 		VAEEncoderTile: p.encTile, VAEDecoderTile: p.decTile, KeepProcessedSize: p.keepProcessedSize,
+		SpillAbove: int64(p.spillAbove), SpillDir: p.spillDir,
 	}
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "tags" {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/osediff-go/osediff/imageio"
+	"github.com/osediff-go/osediff/osediff"
 )
 
 const tiny = "../../testdata/osediff-tiny"
@@ -340,5 +341,27 @@ func TestUpscaleWeightsFlag(t *testing.T) {
 	}
 	if msg, err := cli(t, tinyArgs("--weights", "int8", "-i", in, "-o", filepath.Join(dir, "x.png"))...); err == nil || !strings.Contains(msg, "int8") {
 		t.Errorf("--weights int8 accepted: %v\n%s", err, msg)
+	}
+}
+
+func TestByteSizeFlag(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"0", 0, true}, {"2GiB", 2 << 30, true}, {"512MiB", 512 << 20, true}, {"1.5GB", 1500000000, true},
+		{"100", 100, true}, {"64 KiB", 64 << 10, true}, {"auto", osediff.SpillAuto, true},
+		{"-1", 0, false}, {"lots", 0, false}, {"GiB", 0, false},
+	} {
+		var b byteSize
+		err := b.Set(tc.in)
+		if (err == nil) != tc.ok || tc.ok && int64(b) != tc.want {
+			t.Errorf("Set(%q) = %d, %v; want %d, ok %v", tc.in, b, err, tc.want, tc.ok)
+		}
+	}
+	b := byteSize(2 << 30)
+	if b.String() != "2GiB" {
+		t.Errorf("String() = %q", b.String())
 	}
 }

@@ -38,7 +38,7 @@ func NewEncoder(cfg Config) *Encoder {
 // consumes the tiles but never writes into them.
 func (e *Encoder) Forward(xs Tiles) Tiles {
 	for i, x := range xs {
-		xs[i] = e.ConvIn.Forward(x) // [N, C0, h, w]
+		xs[i] = tileStep(x, e.ConvIn.Forward) // [N, C0, h, w]
 	}
 	for _, b := range e.DownBlocks {
 		xs = b.Forward(xs) // [N, Ci, h/2^i, w/2^i]
@@ -46,7 +46,9 @@ func (e *Encoder) Forward(xs Tiles) Tiles {
 	xs = e.MidBlock.Forward(xs) // [N, Ctop, h/f, w/f]
 	st := sharedStats(xs, e.ConvNormOut.Eps)
 	for i, x := range xs {
-		xs[i] = e.ConvOut.ForwardEx(x, normAffine(e.ConvNormOut, st, x, true), nil, nil) // [N, 2·latent, h/f, w/f] conv_out(SiLU(norm(x)))
+		xs[i] = tileStep(x, func(x *tensor.Tensor) *tensor.Tensor {
+			return e.ConvOut.ForwardEx(x, normAffine(e.ConvNormOut, st, x, true), nil, nil) // [N, 2·latent, h/f, w/f] conv_out(SiLU(norm(x)))
+		})
 	}
 	return xs
 }
@@ -84,7 +86,7 @@ func NewDecoder(cfg Config) *Decoder {
 // consumes the tiles but never writes into them.
 func (d *Decoder) Forward(xs Tiles) Tiles {
 	for i, x := range xs {
-		xs[i] = d.ConvIn.Forward(x) // [N, Ctop, h, w]
+		xs[i] = tileStep(x, d.ConvIn.Forward) // [N, Ctop, h, w]
 	}
 	xs = d.MidBlock.Forward(xs) // [N, Ctop, h, w]
 	for _, b := range d.UpBlocks {
@@ -92,7 +94,9 @@ func (d *Decoder) Forward(xs Tiles) Tiles {
 	}
 	st := sharedStats(xs, d.ConvNormOut.Eps)
 	for i, x := range xs {
-		xs[i] = d.ConvOut.ForwardEx(x, normAffine(d.ConvNormOut, st, x, true), nil, nil) // [N, out, h·f, w·f] conv_out(SiLU(norm(x)))
+		xs[i] = tileStep(x, func(x *tensor.Tensor) *tensor.Tensor {
+			return d.ConvOut.ForwardEx(x, normAffine(d.ConvNormOut, st, x, true), nil, nil) // [N, out, h·f, w·f] conv_out(SiLU(norm(x)))
+		})
 	}
 	return xs
 }
@@ -128,6 +132,19 @@ type TileOptions struct {
 	Enabled         bool
 	EncoderTileSize int // image pixels (OSEDiff default 1024)
 	DecoderTileSize int // latent pixels (OSEDiff default 224)
+	Spill           Spill
+}
+
+// Spill bounds the memory of a tiled encode or decode: the tiles wait for
+// their turn in temporary files whenever those held in memory would take
+// more than Above bytes (0: never). Dir is the directory of the files
+// (unlinked at once; "" is os.TempDir()). The result is unchanged: values go
+// through the files bit for bit. The cost is copying the parked tiles
+// through the file system at each GroupNorm. The budget counts the tiles
+// between steps; a step also holds its input and output tiles.
+type Spill struct {
+	Above int64
+	Dir   string
 }
 
 // The OSEDiff defaults and vaehook.py's fixed paddings.
@@ -171,7 +188,7 @@ func (m *AutoencoderKL) EncoderForward(x *tensor.Tensor, t TileOptions) *tensor.
 	if !t.EncoderTiled(h, w) {
 		return m.Encoder.Forward(Tiles{x})[0] // [N, 2·latent, H/f, W/f]
 	}
-	return tiledForward(x, t.encoderTile(), EncoderPad, m.Cfg.DownFactor(), false, m.Encoder.Forward)
+	return tiledForward(x, t.encoderTile(), EncoderPad, m.Cfg.DownFactor(), false, t.Spill, m.Encoder.Forward)
 }
 
 // Moments is quant_conv: encoder_out [N, 2·latent, h, w] to the posterior
@@ -196,7 +213,7 @@ func (m *AutoencoderKL) Decode(z *tensor.Tensor, t TileOptions) *tensor.Tensor {
 	if !t.DecoderTiled(h, w) {
 		return m.Decoder.Forward(Tiles{p})[0] // [N, out, h·f, w·f]
 	}
-	return tiledForward(p, t.decoderTile(), DecoderPad, m.Cfg.DownFactor(), true, m.Decoder.Forward)
+	return tiledForward(p, t.decoderTile(), DecoderPad, m.Cfg.DownFactor(), true, t.Spill, m.Decoder.Forward)
 }
 
 func (m *AutoencoderKL) checkInput(op string, x *tensor.Tensor, c int) {

@@ -44,17 +44,28 @@ func (r *ResnetBlock2D) Forward(xs Tiles) Tiles {
 	h := make(Tiles, len(xs))
 	for i, x := range xs {
 		xs[i] = nil
+		load(x)
 		h[i] = r.Conv1.ForwardEx(x, normAffine(r.Norm1, st, x, true), nil, nil) // [N, out, h, w] conv1(SiLU(norm1(x)))
+		derive(x, h[i])
+		park(h[i])
 		if r.ConvShortcut != nil {
 			res[i] = r.ConvShortcut.Forward(x) // [N, out, h, w]
+			derive(x, res[i])
+			consume(x)
+			park(res[i])
 		} else {
 			res[i] = x // [N, out, h, w] identity
+			unload(x)
 		}
 	}
 	st = sharedStats(h, r.Norm2.Eps)
 	for i, t := range h {
 		h[i] = nil
+		load(t)
+		changed(load(res[i]))                                                       // conv2 adds into it
 		xs[i] = r.Conv2.ForwardEx(t, normAffine(r.Norm2, st, t, true), res[i], nil) // [N, out, h, w] shortcut + conv2(SiLU(norm2(h)))
+		consume(t)
+		park(xs[i])
 		res[i] = nil
 	}
 	return xs
@@ -89,11 +100,13 @@ func NewAttention(c, groups int) *Attention {
 func (a *Attention) Forward(xs Tiles) Tiles {
 	st := sharedStats(xs, a.GroupNorm.Eps)
 	for i, x := range xs {
-		t := tensor.New(x.Shape()...)
-		applyNorm(a.GroupNorm, st, x, t, false) // [N, C, h, w]
-		y := a.attend(t)                        // [N, C, h, w]
-		nn.AddInPlace(y, x)                     // [N, C, h, w] + residual
-		xs[i] = y
+		xs[i] = tileStep(x, func(x *tensor.Tensor) *tensor.Tensor {
+			t := tensor.New(x.Shape()...)
+			applyNorm(a.GroupNorm, st, x, t, false) // [N, C, h, w]
+			y := a.attend(t)                        // [N, C, h, w]
+			nn.AddInPlace(y, x)                     // [N, C, h, w] + residual
+			return y
+		})
 	}
 	return xs
 }
@@ -150,7 +163,7 @@ func NewDownsample2D(c int) *Downsample2D {
 // Forward maps every tile [N, C, h, w] to [N, C, ⌈h/2⌉, ⌈w/2⌉]; it consumes xs.
 func (d *Downsample2D) Forward(xs Tiles) Tiles {
 	for i, x := range xs {
-		xs[i] = d.Conv.Forward(x) // [N, C, ⌈h/2⌉, ⌈w/2⌉]
+		xs[i] = tileStep(x, d.Conv.Forward) // [N, C, ⌈h/2⌉, ⌈w/2⌉]
 	}
 	return xs
 }
@@ -172,7 +185,7 @@ func (u *Upsample2D) Forward(xs Tiles) Tiles {
 		xs[i] = nil
 		c, w := x.Dim(1), x.Dim(3)
 		rows := max(upsampleBandBytes/(4*c*2*w)-2, 2)
-		xs[i] = u.forward(x, rows) // [N, C, 2h, 2w]
+		xs[i] = tileStep(x, func(x *tensor.Tensor) *tensor.Tensor { return u.forward(x, rows) }) // [N, C, 2h, 2w]
 	}
 	return xs
 }

@@ -54,7 +54,7 @@ func sharedStats(xs Tiles, eps float32) *normStats {
 	for i, x := range xs {
 		hw := x.Dim(2) * x.Dim(3)
 		cnt := (c / g) * hw
-		data := x.Data()
+		data := load(x).Data()
 		w := weights[i] / wsum
 		parallel.For(n*g, 1, func(lo, hi int) {
 			for ng := lo; ng < hi; ng++ {
@@ -63,6 +63,7 @@ func sharedStats(xs Tiles, eps float32) *normStats {
 				variance[ng] += w * v
 			}
 		})
+		unload(x)
 	}
 	st := &normStats{groups: g, mean: make([]float32, n*g), invStd: make([]float32, n*g)}
 	for i := range mean {

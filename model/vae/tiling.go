@@ -91,15 +91,24 @@ func pySlice(lo, hi, n int) (int, int) {
 // tiledForward is vaehook's vae_tile_forward: cut x [N, C, H, W] into padded
 // tiles, run them through fwd in lockstep, and paste each tile's valid region
 // into a zero-initialised output [N, C', H·f or H//f, W·f or W//f].
-func tiledForward(x *tensor.Tensor, tile, pad, f int, decoder bool, fwd func(Tiles) Tiles) *tensor.Tensor {
+// With spill.Above > 0, tiles are parked in temporary files between uses
+// while those in memory would take more than that many bytes (see spiller);
+// the result is the same.
+func tiledForward(x *tensor.Tensor, tile, pad, f int, decoder bool, spill Spill, fwd func(Tiles) Tiles) *tensor.Tensor {
 	n, h, w := x.Dim(0), x.Dim(2), x.Dim(3)
 	in, out := splitTiles(h, w, tile, pad, f, decoder)
+	var sp *spiller
+	if spill.Above > 0 {
+		sp = &spiller{dir: spill.Dir, above: spill.Above}
+	}
 	xs := make(Tiles, len(in))
 	for i, b := range in {
 		y0, y1 := pySlice(b.y0, b.y1, h)
 		x0, x1 := pySlice(b.x0, b.x1, w)
-		xs[i] = x.Narrow(2, y0, y1-y0).Narrow(3, x0, x1-x0).Clone() // [N, C, th, tw]
+		xs[i] = sp.adopt(x.Narrow(2, y0, y1-y0).Narrow(3, x0, x1-x0).Clone()) // [N, C, th, tw]
+		park(xs[i])
 	}
+	defer sp.close()
 	xs = fwd(xs)
 	oh, ow := floorDiv(h, f), floorDiv(w, f)
 	if decoder {
@@ -108,6 +117,8 @@ func tiledForward(x *tensor.Tensor, tile, pad, f int, decoder bool, fwd func(Til
 	res := tensor.New(n, xs[0].Dim(1), oh, ow) // [N, C', oh, ow]
 	for i, t := range xs {
 		xs[i] = nil
+		load(t)
+		release(t)
 		// crop_valid_region: the output box relative to the scaled input box.
 		p := in[i]
 		ps := box{floorDiv(p.x0, f), floorDiv(p.x1, f), floorDiv(p.y0, f), floorDiv(p.y1, f)}

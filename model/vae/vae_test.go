@@ -243,3 +243,89 @@ func TestPipelineCases(t *testing.T) {
 		})
 	}
 }
+
+// TestSpill runs the tiled encoder and decoder with every tile set parked in
+// files (Above: 1 byte), and with an unusable spill directory: the outputs
+// must equal the in-memory run bit for bit, every tile must have been
+// parked in the first case, and nothing may stay registered afterwards.
+func TestSpill(t *testing.T) {
+	m := loadTiny(t, true)
+	x := readImage(t, "case_tiled_input_upscaled.png")
+	z := readRef(t, "case_tiled_pipeline.safetensors", "decoder_input")
+	small := TileOptions{Enabled: true, EncoderTileSize: 64, DecoderTileSize: 8}
+	wantEnc, wantDec := m.EncoderForward(x, small), m.Decode(z, small)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name   string
+		spill  Spill
+		parked bool
+	}{
+		{"parked", Spill{Above: 1, Dir: dir}, true},
+		{"unwritable dir", Spill{Above: 1, Dir: filepath.Join(dir, "missing")}, false},
+		{"below threshold", Spill{Above: 1 << 40, Dir: dir}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opt := small
+			opt.Spill = tc.spill
+			before := spilledBytes.Load()
+			enc, dec := m.EncoderForward(x, opt), m.Decode(z, opt)
+			if parked := spilledBytes.Load() > before; parked != tc.parked {
+				t.Errorf("tiles parked: %v, want %v", parked, tc.parked)
+			}
+			for _, c := range []struct {
+				name      string
+				got, want *tensor.Tensor
+			}{{"encoder_out", enc, wantEnc}, {"decoded_raw", dec, wantDec}} {
+				g, w := c.got.Data(), c.want.Data()
+				for i := range w {
+					if math.Float32bits(g[i]) != math.Float32bits(w[i]) {
+						t.Fatalf("%s[%d] = %v, want %v (in memory)", c.name, i, g[i], w[i])
+					}
+				}
+			}
+			registry.Range(func(k, _ any) bool {
+				t.Errorf("tensor %v still registered after the call", k.(*tensor.Tensor).Shape())
+				return true
+			})
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Errorf("spill directory holds %d entries after the call", len(ents))
+			}
+		})
+	}
+}
+
+// TestSpillLarge is TestSpill at tile sizes whose buffers are large enough
+// for their pages to be handed back to the OS when parked or consumed
+// (tensor.Discard): were a live buffer discarded, the outputs would differ.
+func TestSpillLarge(t *testing.T) {
+	m := loadTiny(t, false)
+	rnd := func(shape ...int) *tensor.Tensor {
+		x := tensor.New(shape...)
+		s := uint32(12345)
+		for i := range x.Data() {
+			s = s*1664525 + 1013904223
+			x.Data()[i] = float32(s>>8)/float32(1<<24)*2 - 1
+		}
+		return x
+	}
+	x, z := rnd(1, 3, 512, 512), rnd(1, 4, 64, 64)
+	opt := TileOptions{Enabled: true, EncoderTileSize: 256, DecoderTileSize: 32}
+	wantEnc, wantDec := m.EncoderForward(x, opt), m.Decode(z, opt)
+	opt.Spill = Spill{Above: 1, Dir: t.TempDir()}
+	before := spilledBytes.Load()
+	enc, dec := m.EncoderForward(x, opt), m.Decode(z, opt)
+	if spilledBytes.Load()-before < 64<<20 {
+		t.Fatalf("only %d bytes parked", spilledBytes.Load()-before)
+	}
+	for _, c := range []struct {
+		name      string
+		got, want *tensor.Tensor
+	}{{"encoder_out", enc, wantEnc}, {"decoded_raw", dec, wantDec}} {
+		g, w := c.got.Data(), c.want.Data()
+		for i := range w {
+			if math.Float32bits(g[i]) != math.Float32bits(w[i]) {
+				t.Fatalf("%s[%d] = %v, want %v (in memory)", c.name, i, g[i], w[i])
+			}
+		}
+	}
+}

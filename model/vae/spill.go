@@ -1,0 +1,247 @@
+package vae
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/osediff-go/osediff/tensor"
+)
+
+// Spilling parks the tiles of a lockstep run in temporary files between the
+// moments they are used. vaehook's tiled VAE runs every tile up to each
+// GroupNorm before any tile may go on (the norm's statistics are shared), so
+// at a full-resolution level all tiles' activations are alive at once: about
+// 6 GB for a 2048×2048 decode. With spilling only the tile being computed
+// (and its outputs) is in memory; the others sit in unlinked files that the
+// kernel keeps in its page cache when it can and writes to disk when memory
+// is short. The values are written and read back bit for bit, so the result
+// is identical; the cost is copying each tile through the file once per
+// GroupNorm.
+
+// SpillError is the panic value of a tiled forward whose parked tile could
+// not be read back; EncoderForwardErr and DecodeErr return it as an error.
+type SpillError struct{ Err error }
+
+func (e *SpillError) Error() string { return "vae: reading a spilled tile back: " + e.Err.Error() }
+func (e *SpillError) Unwrap() error { return e.Err }
+
+// spiller parks the tensors registered with it while the values of those
+// held in memory would exceed above bytes: a tile is parked when it is made
+// (or used read-only) and the registered tensors in memory, it included,
+// take more than above.
+type spiller struct {
+	dir      string
+	above    int64
+	mu       sync.Mutex
+	resident int64                   // bytes of registered tensors in memory
+	off      bool                    // a write failed: keep everything in memory from then on
+	live     map[*tensor.Tensor]bool // adopted and not yet released, for close
+}
+
+func nbytes(t *tensor.Tensor) int64 { return int64(t.Numel()) * 4 }
+
+// account adds d bytes to the resident total.
+func (sp *spiller) account(d int64) {
+	sp.mu.Lock()
+	sp.resident += d
+	sp.mu.Unlock()
+}
+
+// parked is the spill state of a registered tensor: its spiller and, once
+// written, the file holding its values (valid while the tensor is unchanged).
+type parked struct {
+	sp *spiller
+	f  *os.File
+}
+
+// registry maps a registered tensor to its spill state. Tensors are keys by
+// identity; a tensor leaves the registry when released.
+var registry sync.Map // *tensor.Tensor → *parked
+
+// adopt registers t with sp (nil sp: nothing), resident.
+func (sp *spiller) adopt(t *tensor.Tensor) *tensor.Tensor {
+	if sp != nil && t != nil {
+		registry.Store(t, &parked{sp: sp})
+		sp.mu.Lock()
+		if sp.live == nil {
+			sp.live = map[*tensor.Tensor]bool{}
+		}
+		sp.live[t] = true
+		if t.HasData() {
+			sp.resident += nbytes(t)
+		}
+		sp.mu.Unlock()
+	}
+	return t
+}
+
+// close releases every tensor sp adopted (the end of the tiled call, or a
+// panic in it): no file outlives the call.
+func (sp *spiller) close() {
+	if sp == nil {
+		return
+	}
+	sp.mu.Lock()
+	live := sp.live
+	sp.live = nil
+	sp.mu.Unlock()
+	for t := range live {
+		release(t)
+	}
+}
+
+// spillOf returns the spiller t is registered with, or nil.
+func spillOf(t *tensor.Tensor) *spiller {
+	if v, ok := registry.Load(t); ok {
+		return v.(*parked).sp
+	}
+	return nil
+}
+
+// derive registers the outputs computed from t with t's spiller.
+func derive(t *tensor.Tensor, outs ...*tensor.Tensor) {
+	if sp := spillOf(t); sp != nil {
+		for _, o := range outs {
+			sp.adopt(o)
+		}
+	}
+}
+
+// over reports whether the registered tensors in memory exceed the budget.
+func (sp *spiller) over() bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return !sp.off && sp.resident > sp.above
+}
+
+// park writes t's values to a fresh file (replacing an older one) and drops
+// them from memory, when t is registered and its spiller is over budget. A
+// failed write keeps t in memory and turns spilling off for the call.
+func park(t *tensor.Tensor) {
+	v, ok := registry.Load(t)
+	if !ok || !t.HasData() {
+		return
+	}
+	pk := v.(*parked)
+	if !pk.sp.over() {
+		return
+	}
+	closeFile(pk)
+	f, err := os.CreateTemp(pk.sp.dir, "osediff-tile-*")
+	if err == nil {
+		os.Remove(f.Name()) // unlinked: the pages go when the file is closed
+		d := t.Contiguous().Data()
+		_, err = f.Write(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(d))), len(d)*4))
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		pk.sp.mu.Lock()
+		pk.sp.off = true
+		pk.sp.mu.Unlock()
+		slog.Warn("vae: cannot spill tiles to disk; keeping them in memory", "dir", pk.sp.dir, "err", err)
+		return
+	}
+	pk.f = f
+	spilledBytes.Add(nbytes(t))
+	pk.sp.account(-nbytes(t))
+	drop(t)
+}
+
+// drop detaches the values of a registered tensor and returns their pages to
+// the OS at once: registered tensors are the tiled run's own (clones of the
+// input and layer outputs), shared with nothing.
+func drop(t *tensor.Tensor) {
+	tensor.Discard(t.Storage())
+	t.DropData()
+}
+
+// spilledBytes counts the bytes parked since the process started (tests).
+var spilledBytes atomic.Int64
+
+// unload drops t's values again after a read-only use, when its file still
+// holds them (a tensor parked and loaded, unchanged since).
+func unload(t *tensor.Tensor) {
+	if v, ok := registry.Load(t); ok && v.(*parked).f != nil && t.HasData() {
+		v.(*parked).sp.account(-nbytes(t))
+		drop(t)
+	}
+}
+
+// load brings a parked t back into memory (a no-op for a resident tensor)
+// and returns it; the file is kept for unload. A failed read panics with a
+// *SpillError.
+func load(t *tensor.Tensor) *tensor.Tensor {
+	if t.HasData() {
+		return t
+	}
+	v, ok := registry.Load(t)
+	if !ok || v.(*parked).f == nil {
+		panic(fmt.Sprintf("vae: tile %v has no values and no spill file", t.Shape()))
+	}
+	d := tensor.Alloc(t.Numel())
+	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(d))), len(d)*4)
+	if n, err := v.(*parked).f.ReadAt(b, 0); n != len(b) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		panic(&SpillError{err})
+	}
+	t.SetData(d)
+	v.(*parked).sp.account(nbytes(t))
+	return t
+}
+
+// changed marks t's file stale (t is about to be written in place).
+func changed(t *tensor.Tensor) {
+	if v, ok := registry.Load(t); ok {
+		closeFile(v.(*parked))
+	}
+}
+
+// release forgets t (its last use is over): the file is closed and t leaves
+// the registry and the budget. The values, if resident, stay with t.
+func release(t *tensor.Tensor) {
+	if v, ok := registry.LoadAndDelete(t); ok {
+		pk := v.(*parked)
+		closeFile(pk)
+		pk.sp.mu.Lock()
+		delete(pk.sp.live, t)
+		if t.HasData() {
+			pk.sp.resident -= nbytes(t)
+		}
+		pk.sp.mu.Unlock()
+	}
+}
+
+// consume is release for a tensor whose values are dead: a registered one
+// also gives its pages back (see drop).
+func consume(t *tensor.Tensor) {
+	if _, ok := registry.Load(t); ok {
+		release(t)
+		drop(t)
+	}
+}
+
+func closeFile(pk *parked) {
+	if pk.f != nil {
+		pk.f.Close()
+		pk.f = nil
+	}
+}
+
+// tileStep runs f on the tile x (loaded if parked) and returns its output,
+// registered with x's spiller and parked when over budget; x is consumed.
+func tileStep(x *tensor.Tensor, f func(x *tensor.Tensor) *tensor.Tensor) *tensor.Tensor {
+	y := f(load(x))
+	derive(x, y)
+	consume(x)
+	park(y)
+	return y
+}
