@@ -72,6 +72,42 @@ func gemm256p6x16(k int, a *float32, lda int, b, c *float32, ldc int, acc int, b
 //go:noescape
 func gemm256s6x16(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)
 
+// gemm512i14x32 computes, for i < 14, j < 32, with A(i,p) = a[i*lda+p]
+// (strided) and an indirect B, B(p,j) = b[offs[p]+j] (offs in floats: each
+// row of B is read in place, e.g. the implicit im2col of a padded image):
+//
+//	var s float32
+//	for p := 0; p < k; p++ {
+//		s = fma(A(i,p), B(p,j), s) // in order, one rounding per step
+//	}
+//	if bias != nil { s += bias[i] }
+//	if acc != 0 { c[i*ldc+j] += s } else { c[i*ldc+j] = s }
+//
+// This is gemm512s14x32's arithmetic: on the same A and B values the results
+// are bit for bit those of the packed-B kernel. When pf != nil, step p also
+// prefetches pf[offs[p] : offs[p]+32] (the next panel's row; it is not read).
+//
+//go:noescape
+func gemm512i14x32(k int, a *float32, lda int, b *float32, offs *int, c *float32, ldc int, acc int, bias, pf *float32)
+
+// gemm512i12x32 is gemm512i14x32 for a 12×32 tile (gemm512s12x32 with
+// B(p,j) = b[offs[p]+j]).
+//
+//go:noescape
+func gemm512i12x32(k int, a *float32, lda int, b *float32, offs *int, c *float32, ldc int, acc int, bias, pf *float32)
+
+// gemm512i8x48 is gemm512i14x32 for an 8×48 tile (gemm512s8x48 with
+// B(p,j) = b[offs[p]+j]).
+//
+//go:noescape
+func gemm512i8x48(k int, a *float32, lda int, b *float32, offs *int, c *float32, ldc int, acc int, bias, pf *float32)
+
+// gemm256i6x16 is gemm512i14x32 for the AVX2 6×16 tile (gemm256s6x16 with
+// B(p,j) = b[offs[p]+j]).
+//
+//go:noescape
+func gemm256i6x16(k int, a *float32, lda int, b *float32, offs *int, c *float32, ldc int, acc int, bias, pf *float32)
+
 // packRows512_32 copies, for p < k, dst[p*32 : (p+1)*32] = src[offs[p] : offs[p]+32].
 //
 //go:noescape

@@ -15,6 +15,9 @@ import "github.com/osediff-go/osediff/parallel"
 // output pixels that lies in one output row is thus, for every row of
 // im2col, one contiguous copy (packRows in assembly); panels that straddle
 // rows (when the output width is not a multiple of nr) copy per segment.
+// When no panel straddles rows (nr divides the output width) the B panels
+// are not packed at all: the indirect micro-kernel (gemmArch.ki) reads each
+// row of a panel in place from the phase images (see bSource).
 func conv2DFast(p Conv2DParams, n, h, w int, x []float32, weight Mat, bias, y []float32, o ConvOptions) {
 	sh, sw := max(p.StrideH, 1), max(p.StrideW, 1)
 	dh, dw := max(p.DilH, 1), max(p.DilW, 1)
@@ -81,6 +84,13 @@ func conv2DFast(p Conv2DParams, n, h, w int, x []float32, weight Mat, bias, y []
 			}
 		}
 	}
+	B := bSource{pack: packB}
+	if ow%nr == 0 {
+		// Every panel lies in one output row: the indirect micro-kernel
+		// reads it from the phase images in place (no packing).
+		B.direct = func(q int) *float32 { return &xp[q/ow*wps+q%ow] }
+		B.offs = offs
+	}
 	for b := 0; b < n; b++ {
 		xb, yb := x[b*inPlane:(b+1)*inPlane], y[b*outPlane:(b+1)*outPlane]
 		pre := o.Pre.Sample(b, p.InC)
@@ -89,7 +99,7 @@ func conv2DFast(p Conv2DParams, n, h, w int, x []float32, weight Mat, bias, y []
 			nq = rows * ow
 			// Phase rows of this band: padded rows sh*(r0+r)+a, r < bhps.
 			PhaseImages(xb, xp, p.InC, h, w, p.PadT-sh*r0, p.PadL, sh, sw, bhps, wps, pre, copyRun, same)
-			gemmRun(ar, p.OutC, nq, kk, A, packB, yb[r0*ow:], oh*ow, o.Accumulate, bias)
+			gemmRunB(ar, p.OutC, nq, kk, A, B, yb[r0*ow:], oh*ow, o.Accumulate, bias)
 		}
 	}
 }

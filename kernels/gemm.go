@@ -1,10 +1,11 @@
 package kernels
 
 import (
-	"github.com/osediff-go/osediff/tensor"
+	"slices"
 	"sync"
 
 	"github.com/osediff-go/osediff/parallel"
+	"github.com/osediff-go/osediff/tensor"
 )
 
 // Blocking of the packed GEMM (Goto/BLIS style): a kc×nc panel of B is
@@ -48,6 +49,22 @@ func matA(m Mat, lda int) aSource {
 // the columns [j0, j0+nc), zero (or anything finite) past the last column.
 type bPacker func(dst []float32, pc, kc, j0, nc int)
 
+// bSource is the B operand of gemmRunB: packed block by block by pack, or,
+// when direct is set and the tile has an indirect micro-kernel (ki), read in
+// place: the nr-wide panel at column j0 (a multiple of nr) is
+// B(p, j0+j) = b[offs[p]+j] with b = direct(j0), for j < nr. direct requires
+// n to be a multiple of nr and A not pre-packed; pack must still be set (it
+// serves the other cases). Both give the same bits.
+type bSource struct {
+	pack   bPacker
+	direct func(j0 int) *float32
+	offs   []int
+}
+
+// gemmDirectB enables the direct (indirect-B micro-kernel) path of bSource;
+// off, every B is packed (for A/B measurements and tests).
+var gemmDirectB = true
+
 // scratch pools, keyed by nothing: buffers grow as needed.
 var scratchPool sync.Pool
 
@@ -85,8 +102,16 @@ func pickArch(m int) *gemmArch {
 // micro-kernel's store. Work is split over the pool along N (or M when N is
 // narrow).
 func gemmRun(ar *gemmArch, m, n, k int, A aSource, packB bPacker, c []float32, ldc int, accumulate bool, bias []float32) {
+	gemmRunB(ar, m, n, k, A, bSource{pack: packB}, c, ldc, accumulate, bias)
+}
+
+// gemmRunB is gemmRun with B given as a bSource.
+func gemmRunB(ar *gemmArch, m, n, k int, A aSource, B bSource, c []float32, ldc int, accumulate bool, bias []float32) {
 	if m <= 0 || n <= 0 {
 		return
+	}
+	if B.direct != nil && (!gemmDirectB || ar.ki == nil || n%ar.nr != 0 || A.packed != nil) {
+		B.direct = nil
 	}
 	mr, nr := ar.mr, ar.nr
 	mp := (m + mr - 1) / mr
@@ -103,7 +128,7 @@ func gemmRun(ar *gemmArch, m, n, k int, A aSource, packB bPacker, c []float32, l
 		items = mp
 	}
 	workers = min(workers, items)
-	if A.packed == nil && A.h == nil && gemmPackA && n >= gemmPackAMinN {
+	if A.packed == nil && A.h == nil && gemmPackA && n >= gemmPackAMinN && B.direct == nil {
 		pp := getScratch(mp * mr * k)
 		defer putScratch(pp)
 		packA(ar, m, k, A.a, A.lda, *pp)
@@ -120,12 +145,16 @@ func gemmRun(ar *gemmArch, m, n, k int, A aSource, packB bPacker, c []float32, l
 		if i0 >= i1 || j0 >= j1 {
 			return
 		}
-		gemmBlock(ar, m, k, mp, i0, i1, j0, j1, A, packB, c, ldc, accumulate, bias)
+		gemmBlock(ar, m, k, mp, i0, i1, j0, j1, A, B, c, ldc, accumulate, bias)
 	})
 }
 
 // gemmBlock runs row panels [i0,i1) × columns [j0,j1) on the calling goroutine.
-func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, packB bPacker, c []float32, ldc int, accumulate bool, bias []float32) {
+func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource, c []float32, ldc int, accumulate bool, bias []float32) {
+	if B.direct != nil && k > 0 {
+		gemmBlockDirect(ar, m, k, i0, i1, j0, j1, A, B, c, ldc, accumulate, bias)
+		return
+	}
 	mr, nr := ar.mr, ar.nr
 	kcMax := min(gemmKC, max(k, 1))
 	ncb := max(nr, gemmNC/nr*nr) // columns per packed B block
@@ -153,7 +182,7 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, packB bPac
 		nc := min(ncb, j1-jc)
 		for pc := 0; pc < k; pc += gemmKC {
 			kc := min(gemmKC, k-pc)
-			packB(bp, pc, kc, jc, nc)
+			B.pack(bp, pc, kc, jc, nc)
 			acc := 0
 			if accumulate || pc > 0 {
 				acc = 1
@@ -212,6 +241,161 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, packB bPac
 					for r := 0; r < rows; r++ {
 						crow := c[(ip*mr+r)*ldc+cj : (ip*mr+r)*ldc+cj+cols]
 						t := tmp[r*nr : r*nr+cols]
+						if acc == 1 {
+							for i := range crow {
+								crow[i] += t[i]
+							}
+						} else {
+							copy(crow, t)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// Blocking of the direct-B path: columns per block (the image data of a
+// block's B panels stays in L2 while every A panel sweeps it), and whether
+// the first A panel's sweep prefetches each next B panel (it brings the
+// block's image data in; the later sweeps find it in L2).
+var (
+	gemmDirectNC = 512
+	gemmDirectPF = true
+)
+
+// aPanel is one row panel of the direct path: rows [r0, r0+rows) of A and C
+// through a kernel of mr >= rows rows.
+type aPanel struct {
+	r0, rows, mr int
+	ki           func(k int, a *float32, lda int, b *float32, offs *int, c *float32, ldc int, acc int, bias, pf *float32)
+}
+
+// directPanels splits rows [r0, r1) into row panels for the indirect
+// kernels of ar's width: without padding when a mix of the level's heights
+// (e.g. 14 and 12 for 32 columns) adds up to r1-r0 (fewest panels first),
+// else ar.mr rows each, the last one partial.
+func directPanels(ar *gemmArch, r0, r1 int) []aPanel {
+	var fam []*gemmArch // the tiles of ar's level and width
+	for _, as := range gemmArchs {
+		if slices.Contains(as, ar) {
+			for _, a := range as {
+				if a.nr == ar.nr && a.ki != nil {
+					fam = append(fam, a)
+				}
+			}
+		}
+	}
+	n := r1 - r0
+	var ps []aPanel
+	if len(fam) == 2 {
+		hi, lo := fam[0], fam[1]
+		if hi.mr < lo.mr {
+			hi, lo = lo, hi
+		}
+		for a := n / hi.mr; a >= 0; a-- {
+			if (n-a*hi.mr)%lo.mr != 0 {
+				continue
+			}
+			for r, i := r0, 0; r < r1; i++ {
+				t := hi
+				if i >= a {
+					t = lo
+				}
+				ps = append(ps, aPanel{r, t.mr, t.mr, t.ki})
+				r += t.mr
+			}
+			return ps
+		}
+	}
+	for r := r0; r < r1; r += ar.mr {
+		ps = append(ps, aPanel{r, min(ar.mr, r1-r), ar.mr, ar.ki})
+	}
+	return ps
+}
+
+// gemmBlockDirect is gemmBlock for a direct B (see bSource): the same k
+// blocking and summation order, hence the same bits, with the B panels
+// read in place by the indirect micro-kernels instead of packed, and the
+// row panels cut without padding where the tile heights allow
+// (directPanels).
+func gemmBlockDirect(ar *gemmArch, m, k, i0, i1, j0, j1 int, A aSource, B bSource, c []float32, ldc int, accumulate bool, bias []float32) {
+	nr := ar.nr
+	kcMax := min(gemmKC, k)
+	ncb := max(nr, gemmDirectNC/nr*nr)
+	r0, r1 := i0*ar.mr, min(i1*ar.mr, m)
+	ps := directPanels(ar, r0, r1)
+	mrMax := 0
+	for _, pn := range ps {
+		mrMax = max(mrMax, pn.mr)
+	}
+	// A row-major copy (row stride kc, zero rows below) of an A panel the
+	// kernels cannot read in place: a float16 one (widened) or a partial one.
+	bufp := getScratch(mrMax*kcMax + mrMax*nr + mrMax)
+	defer putScratch(bufp)
+	buf := *bufp
+	acopy := buf[:mrMax*kcMax]
+	tmp := buf[mrMax*kcMax : mrMax*kcMax+mrMax*nr]
+	bpart := buf[mrMax*kcMax+mrMax*nr:] // bias of a partial row panel
+	if last := ps[len(ps)-1]; bias != nil && last.rows < last.mr {
+		clear(bpart)
+		copy(bpart, bias[last.r0:last.r0+last.rows])
+	}
+	for jc := j0; jc < j1; jc += ncb {
+		npan := min(ncb, j1-jc) / nr
+		for pc := 0; pc < k; pc += gemmKC {
+			kc := min(gemmKC, k-pc)
+			acc := 0
+			if accumulate || pc > 0 {
+				acc = 1
+			}
+			for ip, pn := range ps {
+				ap, lda := (*float32)(nil), kc
+				switch {
+				case A.h != nil:
+					// Widen the panel, prefetching the next one's rows.
+					widenPanel(acopy, A.h, pn.r0*A.lda+pc, pn.rows, kc, A.lda, pn.rows*A.lda, ip+1 < len(ps))
+					clear(acopy[pn.rows*kc : pn.mr*kc])
+					ap = &acopy[0]
+				case pn.rows < pn.mr:
+					for r := 0; r < pn.rows; r++ {
+						copy(acopy[r*kc:(r+1)*kc], A.a[(pn.r0+r)*A.lda+pc:])
+					}
+					clear(acopy[pn.rows*kc : pn.mr*kc])
+					ap = &acopy[0]
+				default:
+					ap, lda = &A.a[pn.r0*A.lda+pc], A.lda
+				}
+				var bv *float32 // bias of these rows, added once (first k block)
+				if bias != nil && pc == 0 {
+					if pn.rows == pn.mr {
+						bv = &bias[pn.r0]
+					} else {
+						bv = &bpart[0]
+					}
+				}
+				for jp := 0; jp < npan; jp++ {
+					cj := jc + jp*nr
+					var pf *float32
+					if gemmDirectPF && ip == 0 && jp+1 < npan {
+						pf = B.direct(cj + nr)
+					}
+					if gemmPrefetchA && jp+1 == npan && A.a != nil && ip+1 < len(ps) {
+						// The last B panel of this A panel: bring the next
+						// A panel (read in place) towards L1 meanwhile.
+						if v, nx := fast(), ps[ip+1]; v != nil && nx.rows == nx.mr {
+							v.prefetch(&A.a[nx.r0*A.lda+pc], A.lda, nx.rows, (kc*4+63)/64+1)
+						}
+					}
+					bb, of := B.direct(cj), &B.offs[pc]
+					if pn.rows == pn.mr {
+						pn.ki(kc, ap, lda, bb, of, &c[pn.r0*ldc+cj], ldc, acc, bv, pf)
+						continue
+					}
+					pn.ki(kc, ap, lda, bb, of, &tmp[0], nr, 0, bv, pf)
+					for r := 0; r < pn.rows; r++ {
+						crow := c[(pn.r0+r)*ldc+cj : (pn.r0+r)*ldc+cj+nr]
+						t := tmp[r*nr : r*nr+nr]
 						if acc == 1 {
 							for i := range crow {
 								crow[i] += t[i]

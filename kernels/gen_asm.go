@@ -104,8 +104,24 @@ func init() {
 
 // gemmKernel emits C[mr×nv*w] (+)= A·B for k steps. Packed A is [k][mr];
 // strided A is mr rows of row stride lda. Packed B is [k][nv*w].
-func gemmKernel(s isa, mr, nv int, strided bool) {
-	name := fmt.Sprintf("gemm%s%s%dx%d", s.suffix, map[bool]string{false: "p", true: "s"}[strided], mr, nv*s.w)
+func gemmKernel(s isa, mr, nv int, strided bool) { gemmKernelB(s, mr, nv, strided, false) }
+
+// gemmKernelI emits the strided-A micro-kernel with an indirect B operand:
+// B(p,j) = b[offs[p]+j] (offs in floats), e.g. the implicit im2col of a
+// zero-padded image read in place. When its argument pf is not nil, each
+// step also prefetches the same row of the panel at pf (the next one):
+// pf[offs[p] : offs[p]+nv*w].
+func gemmKernelI(s isa, mr, nv int) { gemmKernelB(s, mr, nv, true, true) }
+
+func gemmKernelB(s isa, mr, nv int, strided, indirect bool) {
+	mode := map[bool]string{false: "p", true: "s"}[strided]
+	if indirect {
+		mode = "i"
+		if !strided || mr > 14 {
+			panic("indirect B needs strided A and mr <= 14")
+		}
+	}
+	name := fmt.Sprintf("gemm%s%s%dx%d", s.suffix, mode, mr, nv*s.w)
 	nacc := mr * nv
 	if nacc+nv+2 > s.nregs {
 		panic("too many registers for " + name)
@@ -113,18 +129,33 @@ func gemmKernel(s isa, mr, nv int, strided bool) {
 	bReg := func(j int) string { return s.r(nacc + j) }
 	aReg := func(t int) string { return s.r(nacc + nv + t%2) }
 	acc := func(i, j int) string { return s.r(i*nv + j) }
-	fmt.Fprintf(&out, "\n// func %s(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)\n", name)
-	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-64\n", name)
+	// Argument offsets: indirect kernels take offs after b.
+	argC, argLdc, argAcc, argBias, argPf, frame := 32, 40, 48, 56, 0, 64
+	if indirect {
+		argC, argLdc, argAcc, argBias, argPf, frame = 40, 48, 56, 64, 72, 80
+		fmt.Fprintf(&out, "\n// func %s(k int, a *float32, lda int, b *float32, offs *int, c *float32, ldc int, acc int, bias, pf *float32)\n", name)
+	} else {
+		fmt.Fprintf(&out, "\n// func %s(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)\n", name)
+	}
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-%d\n", name, frame)
 	p("MOVQ k+0(FP), CX")
 	p("MOVQ a+8(FP), SI")
 	p("MOVQ lda+16(FP), R11")
 	p("SHLQ $2, R11")
 	p("MOVQ b+24(FP), DI")
-	p("MOVQ c+32(FP), DX")
-	p("MOVQ ldc+40(FP), R8")
+	p("MOVQ c+%d(FP), DX", argC)
+	p("MOVQ ldc+%d(FP), R8", argLdc)
 	p("SHLQ $2, R8")
-	p("MOVQ acc+48(FP), R9")
-	if strided {
+	p("MOVQ acc+%d(FP), R9", argAcc)
+	if indirect {
+		// Rows 0..13 need SI and R10 only: BX walks offs.
+		p("LEAQ (R11)(R11*2), R12") // 3
+		p("LEAQ (R11)(R11*4), R13") // 5
+		p("LEAQ (R12)(R12*1), R14") // 6
+		p("LEAQ (R14)(R11*1), AX")  // 7
+		p("LEAQ (SI)(AX*1), R10")   // row 7
+		p("MOVQ offs+32(FP), BX")
+	} else if strided {
 		p("LEAQ (R11)(R11*2), R12") // 3
 		p("LEAQ (R11)(R11*4), R13") // 5
 		p("LEAQ (R12)(R12*1), R14") // 6
@@ -154,53 +185,92 @@ func gemmKernel(s isa, mr, nv int, strided bool) {
 	st := name + "store"
 	p("TESTQ CX, CX")
 	p("JEQ %s", st)
-	label(lp)
-	for j := 0; j < nv; j++ {
-		p("VMOVUPS %d(DI), %s", j*s.w*4, bReg(j))
-	}
-	for i := 0; i < mr; i++ {
-		var src string
-		if !strided {
-			src = fmt.Sprintf("%d(SI)", i*4)
+	// body emits one k step; with pf it also prefetches the step's B row of
+	// the next panel (at DX + offs[p] floats).
+	body := func(pf bool) {
+		if indirect {
+			p("MOVQ (BX), AX")
+			for j := 0; j < nv; j++ {
+				p("VMOVUPS %d(DI)(AX*4), %s", j*s.w*4, bReg(j))
+			}
+			if pf {
+				for o := 0; o < nv*s.w*4; o += 64 {
+					p("PREFETCHT0 %d(DX)(AX*4)", o)
+				}
+				if nv*s.w*4%64 == 0 {
+					// A misaligned row ends in one more line.
+					p("PREFETCHT0 %d(DX)(AX*4)", nv*s.w*4-4)
+				}
+			}
 		} else {
-			base := []string{"SI", "R10", "BX"}[i/7]
-			switch i % 7 {
-			case 0:
-				src = fmt.Sprintf("(%s)", base)
-			case 1:
-				src = fmt.Sprintf("(%s)(R11*1)", base)
-			case 2:
-				src = fmt.Sprintf("(%s)(R11*2)", base)
-			case 3:
-				src = fmt.Sprintf("(%s)(R12*1)", base)
-			case 4:
-				src = fmt.Sprintf("(%s)(R11*4)", base)
-			case 5:
-				src = fmt.Sprintf("(%s)(R13*1)", base)
-			case 6:
-				src = fmt.Sprintf("(%s)(R14*1)", base)
+			for j := 0; j < nv; j++ {
+				p("VMOVUPS %d(DI), %s", j*s.w*4, bReg(j))
 			}
 		}
-		p("VBROADCASTSS %s, %s", src, aReg(i))
-		for j := 0; j < nv; j++ {
-			p("VFMADD231PS %s, %s, %s", aReg(i), bReg(j), acc(i, j))
+		for i := 0; i < mr; i++ {
+			var src string
+			if !strided {
+				src = fmt.Sprintf("%d(SI)", i*4)
+			} else {
+				base := []string{"SI", "R10", "BX"}[i/7]
+				switch i % 7 {
+				case 0:
+					src = fmt.Sprintf("(%s)", base)
+				case 1:
+					src = fmt.Sprintf("(%s)(R11*1)", base)
+				case 2:
+					src = fmt.Sprintf("(%s)(R11*2)", base)
+				case 3:
+					src = fmt.Sprintf("(%s)(R12*1)", base)
+				case 4:
+					src = fmt.Sprintf("(%s)(R11*4)", base)
+				case 5:
+					src = fmt.Sprintf("(%s)(R13*1)", base)
+				case 6:
+					src = fmt.Sprintf("(%s)(R14*1)", base)
+				}
+			}
+			p("VBROADCASTSS %s, %s", src, aReg(i))
+			for j := 0; j < nv; j++ {
+				p("VFMADD231PS %s, %s, %s", aReg(i), bReg(j), acc(i, j))
+			}
 		}
-	}
-	if strided {
-		p("ADDQ $4, SI")
-		p("ADDQ $4, R10")
-		if mr > 14 {
-			p("ADDQ $4, BX")
+		if strided {
+			p("ADDQ $4, SI")
+			p("ADDQ $4, R10")
+			if mr > 14 {
+				p("ADDQ $4, BX")
+			}
+		} else {
+			p("ADDQ $%d, SI", mr*4)
 		}
-	} else {
-		p("ADDQ $%d, SI", mr*4)
+		if indirect {
+			p("ADDQ $8, BX")
+		} else {
+			p("ADDQ $%d, DI", nv*s.w*4)
+		}
+		p("DECQ CX")
 	}
-	p("ADDQ $%d, DI", nv*s.w*4)
-	p("DECQ CX")
+	if indirect {
+		// DX (c) is free during the loop: it holds pf, and the loop
+		// without prefetches runs when pf is nil.
+		p("MOVQ pf+%d(FP), DX", argPf)
+		p("TESTQ DX, DX")
+		p("JEQ %s", lp)
+		label(lp + "pf")
+		body(true)
+		p("JNZ %spf", lp)
+		p("JMP %s", st)
+	}
+	label(lp)
+	body(false)
 	p("JNZ %s", lp)
 	label(st)
+	if indirect {
+		p("MOVQ c+%d(FP), DX", argC)
+	}
 	// Bias: every row i of the tile gets bias[i] added (when bias != nil).
-	p("MOVQ bias+56(FP), BX")
+	p("MOVQ bias+%d(FP), BX", argBias)
 	p("TESTQ BX, BX")
 	p("JEQ %snobias", st)
 	for i := 0; i < mr; i++ {
@@ -794,6 +864,10 @@ func main() {
 	gemmKernel(avx512, 12, 2, true)
 	gemmKernel(avx2, 6, 2, false)
 	gemmKernel(avx2, 6, 2, true)
+	gemmKernelI(avx512, 14, 2)
+	gemmKernelI(avx512, 12, 2)
+	gemmKernelI(avx512, 8, 3)
+	gemmKernelI(avx2, 6, 2)
 	packRows(avx512, 2)
 	packRows(avx512, 3)
 	packRows(avx2, 2)

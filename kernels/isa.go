@@ -51,12 +51,16 @@ func SetISA(l ISA) ISA {
 
 // gemmArch is one register-tile micro-kernel family: C[mr×nr] (+)= A·B over k
 // with packed B panels [k][nr], and A either packed [k][mr] (kp) or strided
-// rows (ks); a non-nil bias adds bias[i] to row i of the tile.
+// rows (ks; ki reads the rows of B in place); a non-nil bias adds bias[i]
+// to row i of the tile.
 type gemmArch struct {
 	name   string
 	mr, nr int
 	kp, ks func(k int, a *float32, lda int, b, c *float32, ldc int, acc int, bias *float32)
-	pack   func(dst, src *float32, offs *int, k int) // packRows of nr floats
+	// ki is ks with an indirect B, B(p,j) = b[offs[p]+j], that also
+	// prefetches pf[offs[p]:][:nr] when pf != nil (nil: no such kernel).
+	ki   func(k int, a *float32, lda int, b *float32, offs *int, c *float32, ldc int, acc int, bias, pf *float32)
+	pack func(dst, src *float32, offs *int, k int) // packRows of nr floats
 }
 
 // vecOps are the vectorised element-wise loops of one level; n is always a
