@@ -52,18 +52,16 @@ func sharedStats(xs Tiles, eps float32) *normStats {
 	mean := make([]float64, n*g)
 	variance := make([]float64, n*g)
 	for i, x := range xs {
-		hw := x.Dim(2) * x.Dim(3)
-		cnt := (c / g) * hw
-		data := load(x).Data()
+		m, v := parkedMoments(x)
+		if m == nil {
+			m, v = tileMoments(load(x))
+			unload(x)
+		}
 		w := weights[i] / wsum
-		parallel.For(n*g, 1, func(lo, hi int) {
-			for ng := lo; ng < hi; ng++ {
-				m, v := meanVar(data[ng*cnt : (ng+1)*cnt])
-				mean[ng] += w * m
-				variance[ng] += w * v
-			}
-		})
-		unload(x)
+		for ng := range mean {
+			mean[ng] += w * m[ng]
+			variance[ng] += w * v[ng]
+		}
 	}
 	st := &normStats{groups: g, mean: make([]float32, n*g), invStd: make([]float32, n*g)}
 	for i := range mean {
@@ -71,6 +69,22 @@ func sharedStats(xs Tiles, eps float32) *normStats {
 		st.invStd[i] = float32(1 / math.Sqrt(float64(float32(variance[i]))+float64(eps)))
 	}
 	return st
+}
+
+// tileMoments returns the mean and biased variance of every (sample, group)
+// of x [N, C, h, w] over tiledNormGroups groups.
+func tileMoments(x *tensor.Tensor) (mean, variance []float64) {
+	n, c := x.Dim(0), x.Dim(1)
+	g := tiledNormGroups
+	cnt := (c / g) * x.Dim(2) * x.Dim(3)
+	data := x.Data()
+	mean, variance = make([]float64, n*g), make([]float64, n*g)
+	parallel.For(n*g, 1, func(lo, hi int) {
+		for ng := lo; ng < hi; ng++ {
+			mean[ng], variance[ng] = meanVar(data[ng*cnt : (ng+1)*cnt])
+		}
+	})
+	return mean, variance
 }
 
 // meanVar is the mean and biased variance of v (two passes in float64).

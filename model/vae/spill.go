@@ -57,6 +57,9 @@ func (sp *spiller) account(d int64) {
 type parked struct {
 	sp *spiller
 	f  *os.File
+	// mean and variance are tileMoments of the values in f, taken when they
+	// were written, so that a shared GroupNorm need not read them back.
+	mean, variance []float64
 }
 
 // registry maps a registered tensor to its spill state. Tensors are keys by
@@ -132,6 +135,9 @@ func park(t *tensor.Tensor) {
 		return
 	}
 	closeFile(pk)
+	if t.Rank() == 4 && t.Dim(1)%tiledNormGroups == 0 {
+		pk.mean, pk.variance = tileMoments(t)
+	}
 	f, err := os.CreateTemp(pk.sp.dir, "osediff-tile-*")
 	if err == nil {
 		os.Remove(f.Name()) // unlinked: the pages go when the file is closed
@@ -234,6 +240,16 @@ func closeFile(pk *parked) {
 		pk.f.Close()
 		pk.f = nil
 	}
+	pk.mean, pk.variance = nil, nil
+}
+
+// parkedMoments returns the tileMoments taken when t was parked (nil when
+// t is not parked, or changed since).
+func parkedMoments(t *tensor.Tensor) (mean, variance []float64) {
+	if v, ok := registry.Load(t); ok && v.(*parked).f != nil {
+		return v.(*parked).mean, v.(*parked).variance
+	}
+	return nil, nil
 }
 
 // tileStep runs f on the tile x (loaded if parked) and returns its output,
