@@ -7,6 +7,8 @@ import (
 	"os"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // mapping is a read-only memory map of a whole file.
@@ -63,13 +65,13 @@ func (m *mapping) inner(b []byte) []byte {
 
 func (m *mapping) willNeed(b []byte) {
 	if r := m.inner(b); r != nil {
-		_ = syscall.Madvise(r, syscall.MADV_WILLNEED)
+		_ = unix.Madvise(r, unix.MADV_WILLNEED)
 	}
 }
 
 func (m *mapping) dontNeed(b []byte) {
 	if r := m.inner(b); r != nil {
-		_ = syscall.Madvise(r, syscall.MADV_DONTNEED)
+		_ = unix.Madvise(r, unix.MADV_DONTNEED)
 	}
 }
 
