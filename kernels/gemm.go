@@ -226,29 +226,15 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource,
 				for jp := 0; jp*nr < nc; jp++ {
 					cols := min(nr, nc-jp*nr)
 					cj := jc + jp*nr
-					if gemmPrefetchA && (jp+1)*nr >= nc && A.a != nil && ip+1 < i1 {
-						// The last B panel of this A panel: bring the next
-						// A panel (read in place) towards L1 meanwhile.
-						if v := fast(); v != nil {
-							v.prefetch(&A.a[(ip+1)*mr*A.lda+pc], A.lda, min(mr, m-(ip+1)*mr), (kc*4+63)/64+1)
-						}
+					if (jp+1)*nr >= nc && ip+1 < i1 {
+						prefetchA(A, (ip+1)*mr, min(mr, m-(ip+1)*mr), pc, kc)
 					}
 					if rows == mr && cols == nr {
 						kern(kc, ap, lda, &bp[jp*kc*nr], &c[ip*mr*ldc+cj], ldc, acc, bv)
 						continue
 					}
 					kern(kc, ap, lda, &bp[jp*kc*nr], &tmp[0], nr, 0, bv)
-					for r := 0; r < rows; r++ {
-						crow := c[(ip*mr+r)*ldc+cj : (ip*mr+r)*ldc+cj+cols]
-						t := tmp[r*nr : r*nr+cols]
-						if acc == 1 {
-							for i := range crow {
-								crow[i] += t[i]
-							}
-						} else {
-							copy(crow, t)
-						}
-					}
+					storeTile(c[ip*mr*ldc+cj:], ldc, tmp, nr, rows, cols, acc)
 				}
 			}
 		}
@@ -380,12 +366,8 @@ func gemmBlockDirect(ar *gemmArch, m, k, i0, i1, j0, j1 int, A aSource, B bSourc
 					if gemmDirectPF && ip == 0 && jp+1 < npan {
 						pf = B.direct(cj + nr)
 					}
-					if gemmPrefetchA && jp+1 == npan && A.a != nil && ip+1 < len(ps) {
-						// The last B panel of this A panel: bring the next
-						// A panel (read in place) towards L1 meanwhile.
-						if v, nx := fast(), ps[ip+1]; v != nil && nx.rows == nx.mr {
-							v.prefetch(&A.a[nx.r0*A.lda+pc], A.lda, nx.rows, (kc*4+63)/64+1)
-						}
+					if jp+1 == npan && ip+1 < len(ps) && ps[ip+1].rows == ps[ip+1].mr {
+						prefetchA(A, ps[ip+1].r0, ps[ip+1].rows, pc, kc)
 					}
 					bb, of := B.direct(cj), &B.offs[pc]
 					if pn.rows == pn.mr {
@@ -393,19 +375,38 @@ func gemmBlockDirect(ar *gemmArch, m, k, i0, i1, j0, j1 int, A aSource, B bSourc
 						continue
 					}
 					pn.ki(kc, ap, lda, bb, of, &tmp[0], nr, 0, bv, pf)
-					for r := 0; r < pn.rows; r++ {
-						crow := c[(pn.r0+r)*ldc+cj : (pn.r0+r)*ldc+cj+nr]
-						t := tmp[r*nr : r*nr+nr]
-						if acc == 1 {
-							for i := range crow {
-								crow[i] += t[i]
-							}
-						} else {
-							copy(crow, t)
-						}
-					}
+					storeTile(c[pn.r0*ldc+cj:], ldc, tmp, nr, pn.rows, nr, acc)
 				}
 			}
+		}
+	}
+}
+
+// prefetchA prefetches rows [r0, r0+rows) × columns [pc, pc+kc) of an A read
+// in place (a no-op for other A sources, or with gemmPrefetchA off): called
+// during the last B panel of an A panel, for the next A panel.
+func prefetchA(A aSource, r0, rows, pc, kc int) {
+	if !gemmPrefetchA || A.a == nil {
+		return
+	}
+	if v := fast(); v != nil {
+		v.prefetch(&A.a[r0*A.lda+pc], A.lda, rows, (kc*4+63)/64+1)
+	}
+}
+
+// storeTile writes (acc 0) or adds (acc 1) the rows×cols corner of a
+// micro-kernel tile computed into tmp (row stride nr) to c (row stride ldc):
+// the edge tiles, which the kernels cannot store in place.
+func storeTile(c []float32, ldc int, tmp []float32, nr, rows, cols, acc int) {
+	for r := 0; r < rows; r++ {
+		crow := c[r*ldc : r*ldc+cols]
+		t := tmp[r*nr : r*nr+cols]
+		if acc == 1 {
+			for i := range crow {
+				crow[i] += t[i]
+			}
+		} else {
+			copy(crow, t)
 		}
 	}
 }

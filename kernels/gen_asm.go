@@ -147,21 +147,17 @@ func gemmKernelB(s isa, mr, nv int, strided, indirect bool) {
 	p("MOVQ ldc+%d(FP), R8", argLdc)
 	p("SHLQ $2, R8")
 	p("MOVQ acc+%d(FP), R9", argAcc)
-	if indirect {
-		// Rows 0..13 need SI and R10 only: BX walks offs.
+	if strided {
 		p("LEAQ (R11)(R11*2), R12") // 3
 		p("LEAQ (R11)(R11*4), R13") // 5
 		p("LEAQ (R12)(R12*1), R14") // 6
 		p("LEAQ (R14)(R11*1), AX")  // 7
 		p("LEAQ (SI)(AX*1), R10")   // row 7
-		p("MOVQ offs+32(FP), BX")
-	} else if strided {
-		p("LEAQ (R11)(R11*2), R12") // 3
-		p("LEAQ (R11)(R11*4), R13") // 5
-		p("LEAQ (R12)(R12*1), R14") // 6
-		p("LEAQ (R14)(R11*1), AX")  // 7
-		p("LEAQ (SI)(AX*1), R10")   // row 7
-		p("LEAQ (R10)(AX*1), BX")   // row 14
+		if indirect {
+			p("MOVQ offs+32(FP), BX") // rows 0..13 need SI and R10 only: BX walks offs
+		} else {
+			p("LEAQ (R10)(AX*1), BX") // row 14
+		}
 	}
 	// Prefetch the C tile (nv+1 lines per row covers a misaligned row) so
 	// that the final load/store does not wait on memory.
