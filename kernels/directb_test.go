@@ -182,13 +182,7 @@ func BenchmarkDirectBOneCore(b *testing.B) {
 	parallel.SetThreads(1)
 	defer parallel.SetThreads(old)
 	defer func(v bool) { gemmDirectB = v }(gemmDirectB)
-	fill := func(n int) []float32 {
-		s := make([]float32, n)
-		for i := range s {
-			s[i] = float32(i%7) * 0.1
-		}
-		return s
-	}
+	fill := rampFill
 	type shape struct {
 		name  string
 		flops float64

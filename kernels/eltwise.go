@@ -106,17 +106,9 @@ func groupNormFast(v *vecOps, x, y []float32, n, c, hw, groups int, eps float32,
 			}
 			mean, inv := stats(v, x[base:base+cnt], eps)
 			for ci := 0; ci < cpg; ci++ {
-				ch := g*cpg + ci
-				ga, be := float32(1), float32(0)
-				if gamma != nil {
-					ga = gamma[ch]
-				}
-				if beta != nil {
-					be = beta[ch]
-				}
-				sc := inv * ga
+				sc, sh := normScaleShift(gamma, beta, g*cpg+ci, mean, inv)
 				off := base + ci*hw
-				affine(v, x[off:off+hw], y[off:off+hw], sc, be-mean*sc, silu)
+				affine(v, x[off:off+hw], y[off:off+hw], sc, sh, silu)
 			}
 		}
 	})

@@ -208,23 +208,10 @@ func gemmKernelB(s isa, mr, nv int, strided, indirect bool) {
 			if !strided {
 				src = fmt.Sprintf("%d(SI)", i*4)
 			} else {
+				// Row i is base + (i%7)·lda, with R11 = lda, R12 = 3·lda,
+				// R13 = 5·lda, R14 = 6·lda.
 				base := []string{"SI", "R10", "BX"}[i/7]
-				switch i % 7 {
-				case 0:
-					src = fmt.Sprintf("(%s)", base)
-				case 1:
-					src = fmt.Sprintf("(%s)(R11*1)", base)
-				case 2:
-					src = fmt.Sprintf("(%s)(R11*2)", base)
-				case 3:
-					src = fmt.Sprintf("(%s)(R12*1)", base)
-				case 4:
-					src = fmt.Sprintf("(%s)(R11*4)", base)
-				case 5:
-					src = fmt.Sprintf("(%s)(R13*1)", base)
-				case 6:
-					src = fmt.Sprintf("(%s)(R14*1)", base)
-				}
+				src = "(" + base + ")" + []string{"", "(R11*1)", "(R11*2)", "(R12*1)", "(R11*4)", "(R13*1)", "(R14*1)"}[i%7]
 			}
 			p("VBROADCASTSS %s, %s", src, aReg(i))
 			for j := 0; j < nv; j++ {

@@ -212,15 +212,7 @@ func GroupNormAffine(x []float32, n, c, hw, groups int, eps float32, gamma, beta
 			}
 			for ci := 0; ci < cpg; ci++ {
 				ch := g*cpg + ci
-				ga, be := float32(1), float32(0)
-				if gamma != nil {
-					ga = gamma[ch]
-				}
-				if beta != nil {
-					be = beta[ch]
-				}
-				sc := inv * ga
-				scale[b*c+ch], shift[b*c+ch] = sc, be-mean*sc
+				scale[b*c+ch], shift[b*c+ch] = normScaleShift(gamma, beta, ch, mean, inv)
 			}
 		}
 	})
@@ -229,17 +221,42 @@ func GroupNormAffine(x []float32, n, c, hw, groups int, eps float32, gamma, beta
 
 // statsRef is groupNormRef's mean and 1/sqrt(var+eps) of x.
 func statsRef(x []float32, eps float32) (float32, float32) {
+	mean, variance := MeanVar(x)
+	return float32(mean), float32(1 / math.Sqrt(variance+float64(eps)))
+}
+
+// MeanVar returns the mean and the biased variance of x, in two passes in
+// float64 (0, 0 for an empty x): the reference statistics of the norms.
+func MeanVar(x []float32) (mean, variance float64) {
+	if len(x) == 0 {
+		return 0, 0
+	}
 	var sum float64
 	for _, v := range x {
 		sum += float64(v)
 	}
-	mean := sum / float64(len(x))
+	mean = sum / float64(len(x))
 	var vs float64
 	for _, v := range x {
 		d := float64(v) - mean
 		vs += d * d
 	}
-	return float32(mean), float32(1 / math.Sqrt(vs/float64(len(x))+float64(eps)))
+	return mean, vs / float64(len(x))
+}
+
+// normScaleShift is the per-channel transform y = x·scale + shift of a
+// GroupNorm with the statistics mean and inv = 1/sqrt(var+eps) of the
+// channel's group and the affine weights gamma, beta (nil: 1 and 0).
+func normScaleShift(gamma, beta []float32, ch int, mean, inv float32) (scale, shift float32) {
+	ga, be := float32(1), float32(0)
+	if gamma != nil {
+		ga = gamma[ch]
+	}
+	if beta != nil {
+		be = beta[ch]
+	}
+	scale = inv * ga
+	return scale, be - mean*scale
 }
 
 func conv2DRef(p Conv2DParams, n, h, w int, x, weight, bias, y []float32) {
@@ -298,16 +315,7 @@ func groupNormRef(x, y []float32, n, c, hw, groups int, eps float32, gamma, beta
 			}
 			mean, inv := statsRef(x[base:base+cnt], eps)
 			for ci := 0; ci < cpg; ci++ {
-				ch := g*cpg + ci
-				ga, be := float32(1), float32(0)
-				if gamma != nil {
-					ga = gamma[ch]
-				}
-				if beta != nil {
-					be = beta[ch]
-				}
-				sc := inv * ga
-				sh := be - mean*sc
+				sc, sh := normScaleShift(gamma, beta, g*cpg+ci, mean, inv)
 				off := base + ci*hw
 				for i := 0; i < hw; i++ {
 					v := x[off+i]*sc + sh

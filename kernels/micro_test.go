@@ -66,6 +66,16 @@ func BenchmarkMicroKernel(b *testing.B) {
 	}
 }
 
+// rampFill returns n values cycling through 0, 0.1, ..., 0.6 (benchmark
+// operands).
+func rampFill(n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32(i%7) * 0.1
+	}
+	return s
+}
+
 // BenchmarkOneCore reports the best-slice rate of whole kernels on one
 // worker at sizes that take ~10 ms, a contention-robust probe of the
 // blocking (see bestSliceGFLOPs).
@@ -73,13 +83,7 @@ func BenchmarkOneCore(b *testing.B) {
 	old := parallel.Threads()
 	parallel.SetThreads(1)
 	defer parallel.SetThreads(old)
-	fill := func(n int) []float32 {
-		s := make([]float32, n)
-		for i := range s {
-			s[i] = float32(i%7) * 0.1
-		}
-		return s
-	}
+	fill := rampFill
 	type shape struct {
 		name  string
 		flops float64

@@ -81,28 +81,10 @@ func tileMoments(x *tensor.Tensor) (mean, variance []float64) {
 	mean, variance = make([]float64, n*g), make([]float64, n*g)
 	parallel.For(n*g, 1, func(lo, hi int) {
 		for ng := lo; ng < hi; ng++ {
-			mean[ng], variance[ng] = meanVar(data[ng*cnt : (ng+1)*cnt])
+			mean[ng], variance[ng] = kernels.MeanVar(data[ng*cnt : (ng+1)*cnt])
 		}
 	})
 	return mean, variance
-}
-
-// meanVar is the mean and biased variance of v (two passes in float64).
-func meanVar(v []float32) (float64, float64) {
-	if len(v) == 0 {
-		return 0, 0
-	}
-	var s float64
-	for _, x := range v {
-		s += float64(x)
-	}
-	m := s / float64(len(v))
-	var q float64
-	for _, x := range v {
-		d := float64(x) - m
-		q += d * d
-	}
-	return m, q / float64(len(v))
 }
 
 // applyNorm writes GroupNorm(x) (then SiLU when silu) into y, which may be x.

@@ -244,6 +244,21 @@ func TestPipelineCases(t *testing.T) {
 	}
 }
 
+// sameBits fails the test unless got equals the in-memory run's want bit for
+// bit.
+func sameBits(t *testing.T, name string, got, want *tensor.Tensor) {
+	t.Helper()
+	g, w := got.Data(), want.Data()
+	if len(g) != len(w) {
+		t.Fatalf("%s: %d values, want %d", name, len(g), len(w))
+	}
+	for i := range w {
+		if math.Float32bits(g[i]) != math.Float32bits(w[i]) {
+			t.Fatalf("%s[%d] = %v, want %v (in memory)", name, i, g[i], w[i])
+		}
+	}
+}
+
 // TestSpill runs the tiled encoder and decoder with every tile set parked in
 // files (Above: 1 byte), and with an unusable spill directory: the outputs
 // must equal the in-memory run bit for bit, every tile must have been
@@ -272,17 +287,8 @@ func TestSpill(t *testing.T) {
 			if parked := spilledBytes.Load() > before; parked != tc.parked {
 				t.Errorf("tiles parked: %v, want %v", parked, tc.parked)
 			}
-			for _, c := range []struct {
-				name      string
-				got, want *tensor.Tensor
-			}{{"encoder_out", enc, wantEnc}, {"decoded_raw", dec, wantDec}} {
-				g, w := c.got.Data(), c.want.Data()
-				for i := range w {
-					if math.Float32bits(g[i]) != math.Float32bits(w[i]) {
-						t.Fatalf("%s[%d] = %v, want %v (in memory)", c.name, i, g[i], w[i])
-					}
-				}
-			}
+			sameBits(t, "encoder_out", enc, wantEnc)
+			sameBits(t, "decoded_raw", dec, wantDec)
 			registry.Range(func(k, _ any) bool {
 				t.Errorf("tensor %v still registered after the call", k.(*tensor.Tensor).Shape())
 				return true
@@ -317,15 +323,6 @@ func TestSpillLarge(t *testing.T) {
 	if spilledBytes.Load()-before < 64<<20 {
 		t.Fatalf("only %d bytes parked", spilledBytes.Load()-before)
 	}
-	for _, c := range []struct {
-		name      string
-		got, want *tensor.Tensor
-	}{{"encoder_out", enc, wantEnc}, {"decoded_raw", dec, wantDec}} {
-		g, w := c.got.Data(), c.want.Data()
-		for i := range w {
-			if math.Float32bits(g[i]) != math.Float32bits(w[i]) {
-				t.Fatalf("%s[%d] = %v, want %v (in memory)", c.name, i, g[i], w[i])
-			}
-		}
-	}
+	sameBits(t, "encoder_out", enc, wantEnc)
+	sameBits(t, "decoded_raw", dec, wantDec)
 }
