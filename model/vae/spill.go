@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,17 @@ type spiller struct {
 	resident int64                   // bytes of registered tensors in memory
 	off      bool                    // a write failed: keep everything in memory from then on
 	live     map[*tensor.Tensor]bool // adopted and not yet released, for close
+}
+
+// newSpiller returns the spiller of a tiled (or untiled) forward. Without a
+// budget it never parks, but the tensors are still registered, so that each
+// gives its pages back as soon as its last use is over (see consume).
+func newSpiller(s Spill) *spiller {
+	sp := &spiller{dir: s.Dir, above: s.Above}
+	if s.Above <= 0 {
+		sp.above = math.MaxInt64
+	}
+	return sp
 }
 
 func nbytes(t *tensor.Tensor) int64 { return int64(t.Numel()) * 4 }

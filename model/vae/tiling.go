@@ -97,10 +97,7 @@ func pySlice(lo, hi, n int) (int, int) {
 func tiledForward(x *tensor.Tensor, tile, pad, f int, decoder bool, spill Spill, fwd func(Tiles) Tiles) *tensor.Tensor {
 	n, h, w := x.Dim(0), x.Dim(2), x.Dim(3)
 	in, out := splitTiles(h, w, tile, pad, f, decoder)
-	var sp *spiller
-	if spill.Above > 0 {
-		sp = &spiller{dir: spill.Dir, above: spill.Above}
-	}
+	sp := newSpiller(spill)
 	xs := make(Tiles, len(in))
 	for i, b := range in {
 		y0, y1 := pySlice(b.y0, b.y1, h)
