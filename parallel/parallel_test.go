@@ -3,6 +3,7 @@ package parallel
 import (
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestForCoversOnce(t *testing.T) {
@@ -58,5 +59,53 @@ func TestNestedRunsSerially(t *testing.T) {
 	}
 	if Threads() != 4 {
 		t.Fatal("Threads")
+	}
+}
+
+// TestRegionsAfterParking runs regions back to back (the workers still
+// spinning) and after pauses long enough for them to park.
+func TestRegionsAfterParking(t *testing.T) {
+	SetThreads(3)
+	defer SetThreads(0)
+	for i, pause := range []time.Duration{0, 0, 2 * spinFor, 0, 5 * time.Millisecond, 0} {
+		time.Sleep(pause)
+		var seen [3]atomic.Int32
+		Run(3, func(w, n int) { seen[w].Add(1) })
+		for w := range seen {
+			if seen[w].Load() != 1 {
+				t.Fatalf("region %d (after %v): worker %d ran %d times", i, pause, w, seen[w].Load())
+			}
+		}
+	}
+}
+
+// TestPanicWaitsForHelpers: a panic in the caller's share propagates only
+// once the other workers' shares are done, and the pool works after it.
+func TestPanicWaitsForHelpers(t *testing.T) {
+	SetThreads(2)
+	defer SetThreads(0)
+	var helperDone atomic.Bool
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the panic was lost")
+			}
+			if !helperDone.Load() {
+				t.Fatal("Run returned (panicking) before the other worker finished")
+			}
+		}()
+		Run(2, func(w, n int) {
+			if w == 1 {
+				time.Sleep(20 * time.Millisecond)
+				helperDone.Store(true)
+				return
+			}
+			panic("worker 0")
+		})
+	}()
+	var hits atomic.Int32
+	For(100, 1, func(lo, hi int) { hits.Add(int32(hi - lo)) })
+	if hits.Load() != 100 {
+		t.Fatalf("For after a panic covered %d of 100", hits.Load())
 	}
 }
