@@ -128,6 +128,15 @@ func packRows256_16(dst, src *float32, offs *int, k int)
 //go:noescape
 func expScaleSum512(x *float32, n int, scale, shift float32) float32
 
+// softmaxTile512 runs one online-softmax step over rows rows of x (n values
+// each, a multiple of the lane count; row stride lds floats): for row r, with
+// m' = max(m[r], scale*max(row)) and a = exp(m[r]-m'), it sets
+// row[j] = exp(scale*row[j]-m'), l[r] = a*l[r] + sum(row), m[r] = m', and
+// acc[r*ldacc+j] *= a for j < nacc (a multiple of the lane count).
+//
+//go:noescape
+func softmaxTile512(x *float32, lds, rows, n int, scale float32, m, l, acc *float32, ldacc, nacc int)
+
 // maxv512 returns max(x[0:n]) (n > 0, a multiple of the lane count).
 //
 //go:noescape
@@ -192,6 +201,15 @@ func fmaLoop512(n int)
 //
 //go:noescape
 func expScaleSum256(x *float32, n int, scale, shift float32) float32
+
+// softmaxTile256 runs one online-softmax step over rows rows of x (n values
+// each, a multiple of the lane count; row stride lds floats): for row r, with
+// m' = max(m[r], scale*max(row)) and a = exp(m[r]-m'), it sets
+// row[j] = exp(scale*row[j]-m'), l[r] = a*l[r] + sum(row), m[r] = m', and
+// acc[r*ldacc+j] *= a for j < nacc (a multiple of the lane count).
+//
+//go:noescape
+func softmaxTile256(x *float32, lds, rows, n int, scale float32, m, l, acc *float32, ldacc, nacc int)
 
 // maxv256 returns max(x[0:n]) (n > 0, a multiple of the lane count).
 //

@@ -131,31 +131,12 @@ func attentionFast(ar *gemmArch, v *vecOps, p AttentionParams, q, k, vv, o []flo
 					}
 				}
 				// Online softmax: P = exp(scale*S - m), rescale the accumulator.
-				for i := 0; i < rowsQ; i++ {
-					cnt := nk
-					if p.Causal {
-						cnt = min(nk, q0+i+1-k0)
-					}
-					row := s[i*lds : i*lds+nkc]
-					if cnt <= 0 {
-						clear(row)
-						continue
-					}
-					sc := p.Scale
-					if sc < 0 {
-						un(v, row[:cnt], row[:cnt], func(x, y *float32, n int) { v.scaleAdd(y, x, n, sc, 0) })
-						sc = 1
-					}
-					mNew := max(mrow[i], rowMax(v, row[:cnt])*sc)
-					sum := expScaleSum(v, row[:cnt], sc, mNew)
-					clear(row[cnt:])
-					alpha := float32(math.Exp(float64(mrow[i] - mNew)))
-					lrow[i] = lrow[i]*alpha + sum
-					if alpha != 1 {
-						orow := acc[i*dp : (i+1)*dp]
-						un(v, orow, orow, func(x, y *float32, n int) { v.scaleAdd(y, x, n, alpha, 0) })
-					}
-					mrow[i] = mNew
+				if v.softmaxTile != nil && !p.Causal && p.Scale >= 0 && nk == nkc && nk%v.w == 0 {
+					// The same step for the whole tile in one call (full key
+					// block, no mask).
+					v.softmaxTile(&s[0], lds, rowsQ, nk, p.Scale, &mrow[0], &lrow[0], &acc[0], dp, dp)
+				} else {
+					onlineSoftmaxRows(v, p, s, lds, acc, dp, mrow, lrow, rowsQ, q0, k0, nk, nkc)
 				}
 				// O += P·V.
 				for ip := 0; ip < npan; ip++ {
@@ -172,4 +153,38 @@ func attentionFast(ar *gemmArch, v *vecOps, p AttentionParams, q, k, vv, o []flo
 			}
 		}
 	})
+}
+
+// onlineSoftmaxRows is the online-softmax step of attentionFast row by row
+// (a causal mask, a partial key block, or a negative scale): rows [0, rowsQ)
+// of the score tile s become P = exp(scale·S − m) for the keys [k0, k0+nk)
+// each row may see, the running maxima mrow and sums lrow are updated and the
+// accumulator rows rescaled.
+func onlineSoftmaxRows(v *vecOps, p AttentionParams, s []float32, lds int, acc []float32, dp int, mrow, lrow []float32, rowsQ, q0, k0, nk, nkc int) {
+	for i := 0; i < rowsQ; i++ {
+		cnt := nk
+		if p.Causal {
+			cnt = min(nk, q0+i+1-k0)
+		}
+		row := s[i*lds : i*lds+nkc]
+		if cnt <= 0 {
+			clear(row)
+			continue
+		}
+		sc := p.Scale
+		if sc < 0 {
+			un(v, row[:cnt], row[:cnt], func(x, y *float32, n int) { v.scaleAdd(y, x, n, sc, 0) })
+			sc = 1
+		}
+		mNew := max(mrow[i], rowMax(v, row[:cnt])*sc)
+		sum := expScaleSum(v, row[:cnt], sc, mNew)
+		clear(row[cnt:])
+		alpha := float32(math.Exp(float64(mrow[i] - mNew)))
+		lrow[i] = lrow[i]*alpha + sum
+		if alpha != 1 {
+			orow := acc[i*dp : (i+1)*dp]
+			un(v, orow, orow, func(x, y *float32, n int) { v.scaleAdd(y, x, n, alpha, 0) })
+		}
+		mrow[i] = mNew
+	}
 }

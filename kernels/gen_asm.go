@@ -461,6 +461,83 @@ func expScaleSum(s isa) {
 	p("RET")
 }
 
+// softmaxTile is one online-softmax step of flash attention over a tile of
+// rows (see softmaxTileRef): per row r of s (n values, row stride lds
+// floats), m' = max(m[r], scale·max(row)), row = exp(scale·row − m'),
+// a = exp(m[r] − m'), l[r] = a·l[r] + Σrow, m[r] = m', and the nacc values
+// of row r of acc (row stride ldacc floats) are multiplied by a. One call
+// for the tile keeps the row loop and its reductions out of Go.
+func softmaxTile(s isa) {
+	name := "softmaxTile" + s.suffix
+	header(name, "(x *float32, lds, rows, n int, scale float32, m, l, acc *float32, ldacc, nacc int)", 80)
+	p("MOVQ x+0(FP), SI")
+	p("MOVQ lds+8(FP), R8")
+	p("SHLQ $2, R8")
+	p("MOVQ rows+16(FP), R9")
+	p("MOVQ n+24(FP), R10")
+	bcast(s, "scale+32(FP)", s.r(8))
+	p("MOVQ m+40(FP), R11")
+	p("MOVQ l+48(FP), R12")
+	p("MOVQ acc+56(FP), R13")
+	p("MOVQ ldacc+64(FP), R14")
+	p("SHLQ $2, R14")
+	p("MOVQ nacc+72(FP), DX")
+	p("TESTQ R9, R9")
+	p("JEQ %sdone", name)
+	label(name + "row")
+	// Row maximum.
+	p("MOVQ SI, DI")
+	p("MOVQ R10, CX")
+	p("VMOVUPS (DI), %s", s.r(5))
+	loop(s, name+"max", []string{"DI"}, func() {
+		p("VMAXPS (DI), %s, %s", s.r(5), s.r(5))
+	})
+	hmax(s, 5, 6)
+	p("VMULSS X8, X5, X5")                 // scale·max
+	p("VMAXSS (R11), X5, X5")              // m' = max(scale·max, m[r])
+	p("VMOVSS (R11), X1")                  //
+	p("VSUBSS X5, X1, X1")                 // m[r] − m'
+	p("VMOVSS X5, (R11)")                  // m[r] = m'
+	bcast(s, "X5", s.r(9))                 // shift
+	bcast(s, "X1", s.r(7))                 //
+	exp(s, s.r(7), s.r(2), s.r(3), s.r(4)) // a in every lane
+	// Row values and their sum.
+	p("VXORPS Y0, Y0, Y0")
+	if s.reg == "Z" {
+		p("VPXORD Z0, Z0, Z0")
+	}
+	p("MOVQ SI, DI")
+	p("MOVQ R10, CX")
+	loop(s, name+"exp", []string{"DI"}, func() {
+		p("VMOVUPS (DI), %s", s.r(1))
+		p("VFMSUB213PS %s, %s, %s", s.r(9), s.r(8), s.r(1)) // scale·v − m'
+		exp(s, s.r(1), s.r(2), s.r(3), s.r(4))
+		p("VMOVUPS %s, (DI)", s.r(1))
+		p("VADDPS %s, %s, %s", s.r(1), s.r(0), s.r(0))
+	})
+	hsum(s, 0, 1)
+	p("VMOVSS (R12), X1")
+	p("VMULSS X7, X1, X1") // a·l[r]
+	p("VADDSS X0, X1, X1") // + Σ
+	p("VMOVSS X1, (R12)")
+	// Rescale the accumulator row.
+	p("MOVQ R13, DI")
+	p("MOVQ DX, CX")
+	loop(s, name+"acc", []string{"DI"}, func() {
+		p("VMULPS (DI), %s, %s", s.r(7), s.r(1))
+		p("VMOVUPS %s, (DI)", s.r(1))
+	})
+	p("ADDQ R8, SI")
+	p("ADDQ $4, R11")
+	p("ADDQ $4, R12")
+	p("ADDQ R14, R13")
+	p("DECQ R9")
+	p("JNZ %srow", name)
+	label(name + "done")
+	p("VZEROUPPER")
+	p("RET")
+}
+
 // maxv returns the max of x[0:n].
 func maxv(s isa) {
 	name := "maxv" + s.suffix
@@ -879,6 +956,7 @@ func main() {
 	prefetchRows()
 	for _, s := range []isa{avx512, avx2} {
 		expScaleSum(s)
+		softmaxTile(s)
 		maxv(s)
 		affineAct(s)
 		sigMulFn(s)

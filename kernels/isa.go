@@ -68,6 +68,7 @@ type gemmArch struct {
 type vecOps struct {
 	w           int
 	expScaleSum func(x *float32, n int, scale, shift float32) float32
+	softmaxTile func(x *float32, lds, rows, n int, scale float32, m, l, acc *float32, ldacc, nacc int)
 	maxv        func(x *float32, n int) float32
 	affineAct   func(x, y *float32, n int, a, b float32, act int)
 	sigMul      func(x, y *float32, n int, alpha float32)

@@ -3350,6 +3350,129 @@ expScaleSum512done:
 	VZEROUPPER
 	RET
 
+// func softmaxTile512(x *float32, lds, rows, n int, scale float32, m, l, acc *float32, ldacc, nacc int)
+TEXT ·softmaxTile512(SB), NOSPLIT, $0-80
+	MOVQ x+0(FP), SI
+	MOVQ lds+8(FP), R8
+	SHLQ $2, R8
+	MOVQ rows+16(FP), R9
+	MOVQ n+24(FP), R10
+	VBROADCASTSS scale+32(FP), Z8
+	MOVQ m+40(FP), R11
+	MOVQ l+48(FP), R12
+	MOVQ acc+56(FP), R13
+	MOVQ ldacc+64(FP), R14
+	SHLQ $2, R14
+	MOVQ nacc+72(FP), DX
+	TESTQ R9, R9
+	JEQ softmaxTile512done
+softmaxTile512row:
+	MOVQ SI, DI
+	MOVQ R10, CX
+	VMOVUPS (DI), Z5
+	TESTQ CX, CX
+	JEQ softmaxTile512maxdone
+softmaxTile512maxloop:
+	VMAXPS (DI), Z5, Z5
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JNZ softmaxTile512maxloop
+softmaxTile512maxdone:
+	VEXTRACTF32X8 $1, Z5, Y6
+	VMAXPS Y6, Y5, Y5
+	VEXTRACTF128 $1, Y5, X6
+	VMAXPS X6, X5, X5
+	VMOVHLPS X5, X6, X6
+	VMAXPS X6, X5, X5
+	VPSHUFD $1, X5, X6
+	VMAXSS X6, X5, X5
+	VMULSS X8, X5, X5
+	VMAXSS (R11), X5, X5
+	VMOVSS (R11), X1
+	VSUBSS X5, X1, X1
+	VMOVSS X5, (R11)
+	VBROADCASTSS X5, Z9
+	VBROADCASTSS X1, Z7
+	VMAXPS.BCST ·kconst+192(SB), Z7, Z7
+	VMINPS.BCST ·kconst+256(SB), Z7, Z7
+	VMULPS.BCST ·kconst+0(SB), Z7, Z2
+	VRNDSCALEPS $0, Z2, Z2
+	VFNMADD231PS.BCST ·kconst+64(SB), Z2, Z7
+	VFNMADD231PS.BCST ·kconst+128(SB), Z2, Z7
+	VBROADCASTSS ·kconst+320(SB), Z3
+	VFMADD213PS.BCST ·kconst+384(SB), Z7, Z3
+	VFMADD213PS.BCST ·kconst+448(SB), Z7, Z3
+	VFMADD213PS.BCST ·kconst+512(SB), Z7, Z3
+	VFMADD213PS.BCST ·kconst+576(SB), Z7, Z3
+	VFMADD213PS.BCST ·kconst+640(SB), Z7, Z3
+	VMULPS Z7, Z7, Z4
+	VFMADD213PS Z7, Z4, Z3
+	VADDPS.BCST ·kconst+704(SB), Z3, Z3
+	VSCALEFPS Z2, Z3, Z7
+	VXORPS Y0, Y0, Y0
+	VPXORD Z0, Z0, Z0
+	MOVQ SI, DI
+	MOVQ R10, CX
+	TESTQ CX, CX
+	JEQ softmaxTile512expdone
+softmaxTile512exploop:
+	VMOVUPS (DI), Z1
+	VFMSUB213PS Z9, Z8, Z1
+	VMAXPS.BCST ·kconst+192(SB), Z1, Z1
+	VMINPS.BCST ·kconst+256(SB), Z1, Z1
+	VMULPS.BCST ·kconst+0(SB), Z1, Z2
+	VRNDSCALEPS $0, Z2, Z2
+	VFNMADD231PS.BCST ·kconst+64(SB), Z2, Z1
+	VFNMADD231PS.BCST ·kconst+128(SB), Z2, Z1
+	VBROADCASTSS ·kconst+320(SB), Z3
+	VFMADD213PS.BCST ·kconst+384(SB), Z1, Z3
+	VFMADD213PS.BCST ·kconst+448(SB), Z1, Z3
+	VFMADD213PS.BCST ·kconst+512(SB), Z1, Z3
+	VFMADD213PS.BCST ·kconst+576(SB), Z1, Z3
+	VFMADD213PS.BCST ·kconst+640(SB), Z1, Z3
+	VMULPS Z1, Z1, Z4
+	VFMADD213PS Z1, Z4, Z3
+	VADDPS.BCST ·kconst+704(SB), Z3, Z3
+	VSCALEFPS Z2, Z3, Z1
+	VMOVUPS Z1, (DI)
+	VADDPS Z1, Z0, Z0
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JNZ softmaxTile512exploop
+softmaxTile512expdone:
+	VEXTRACTF32X8 $1, Z0, Y1
+	VADDPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VMOVHLPS X0, X1, X1
+	VADDPS X1, X0, X0
+	VPSHUFD $1, X0, X1
+	VADDSS X1, X0, X0
+	VMOVSS (R12), X1
+	VMULSS X7, X1, X1
+	VADDSS X0, X1, X1
+	VMOVSS X1, (R12)
+	MOVQ R13, DI
+	MOVQ DX, CX
+	TESTQ CX, CX
+	JEQ softmaxTile512accdone
+softmaxTile512accloop:
+	VMULPS (DI), Z7, Z1
+	VMOVUPS Z1, (DI)
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JNZ softmaxTile512accloop
+softmaxTile512accdone:
+	ADDQ R8, SI
+	ADDQ $4, R11
+	ADDQ $4, R12
+	ADDQ R14, R13
+	DECQ R9
+	JNZ softmaxTile512row
+softmaxTile512done:
+	VZEROUPPER
+	RET
+
 // func maxv512(x *float32, n int) float32
 TEXT ·maxv512(SB), NOSPLIT, $0-20
 	MOVQ x+0(FP), SI
@@ -3960,6 +4083,130 @@ expScaleSum256done:
 	VPSHUFD $1, X0, X1
 	VADDSS X1, X0, X0
 	VMOVSS X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func softmaxTile256(x *float32, lds, rows, n int, scale float32, m, l, acc *float32, ldacc, nacc int)
+TEXT ·softmaxTile256(SB), NOSPLIT, $0-80
+	MOVQ x+0(FP), SI
+	MOVQ lds+8(FP), R8
+	SHLQ $2, R8
+	MOVQ rows+16(FP), R9
+	MOVQ n+24(FP), R10
+	VBROADCASTSS scale+32(FP), Y8
+	MOVQ m+40(FP), R11
+	MOVQ l+48(FP), R12
+	MOVQ acc+56(FP), R13
+	MOVQ ldacc+64(FP), R14
+	SHLQ $2, R14
+	MOVQ nacc+72(FP), DX
+	TESTQ R9, R9
+	JEQ softmaxTile256done
+softmaxTile256row:
+	MOVQ SI, DI
+	MOVQ R10, CX
+	VMOVUPS (DI), Y5
+	TESTQ CX, CX
+	JEQ softmaxTile256maxdone
+softmaxTile256maxloop:
+	VMAXPS (DI), Y5, Y5
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ softmaxTile256maxloop
+softmaxTile256maxdone:
+	VEXTRACTF128 $1, Y5, X6
+	VMAXPS X6, X5, X5
+	VMOVHLPS X5, X6, X6
+	VMAXPS X6, X5, X5
+	VPSHUFD $1, X5, X6
+	VMAXSS X6, X5, X5
+	VMULSS X8, X5, X5
+	VMAXSS (R11), X5, X5
+	VMOVSS (R11), X1
+	VSUBSS X5, X1, X1
+	VMOVSS X5, (R11)
+	VBROADCASTSS X5, Y9
+	VBROADCASTSS X1, Y7
+	VMAXPS ·kconst+192(SB), Y7, Y7
+	VMINPS ·kconst+256(SB), Y7, Y7
+	VMULPS ·kconst+0(SB), Y7, Y2
+	VROUNDPS $0, Y2, Y2
+	VFNMADD231PS ·kconst+64(SB), Y2, Y7
+	VFNMADD231PS ·kconst+128(SB), Y2, Y7
+	VMOVUPS ·kconst+320(SB), Y3
+	VFMADD213PS ·kconst+384(SB), Y7, Y3
+	VFMADD213PS ·kconst+448(SB), Y7, Y3
+	VFMADD213PS ·kconst+512(SB), Y7, Y3
+	VFMADD213PS ·kconst+576(SB), Y7, Y3
+	VFMADD213PS ·kconst+640(SB), Y7, Y3
+	VMULPS Y7, Y7, Y4
+	VFMADD213PS Y7, Y4, Y3
+	VADDPS ·kconst+704(SB), Y3, Y3
+	VCVTPS2DQ Y2, Y2
+	VPADDD ·kconst+768(SB), Y2, Y2
+	VPSLLD $23, Y2, Y2
+	VMULPS Y2, Y3, Y7
+	VXORPS Y0, Y0, Y0
+	MOVQ SI, DI
+	MOVQ R10, CX
+	TESTQ CX, CX
+	JEQ softmaxTile256expdone
+softmaxTile256exploop:
+	VMOVUPS (DI), Y1
+	VFMSUB213PS Y9, Y8, Y1
+	VMAXPS ·kconst+192(SB), Y1, Y1
+	VMINPS ·kconst+256(SB), Y1, Y1
+	VMULPS ·kconst+0(SB), Y1, Y2
+	VROUNDPS $0, Y2, Y2
+	VFNMADD231PS ·kconst+64(SB), Y2, Y1
+	VFNMADD231PS ·kconst+128(SB), Y2, Y1
+	VMOVUPS ·kconst+320(SB), Y3
+	VFMADD213PS ·kconst+384(SB), Y1, Y3
+	VFMADD213PS ·kconst+448(SB), Y1, Y3
+	VFMADD213PS ·kconst+512(SB), Y1, Y3
+	VFMADD213PS ·kconst+576(SB), Y1, Y3
+	VFMADD213PS ·kconst+640(SB), Y1, Y3
+	VMULPS Y1, Y1, Y4
+	VFMADD213PS Y1, Y4, Y3
+	VADDPS ·kconst+704(SB), Y3, Y3
+	VCVTPS2DQ Y2, Y2
+	VPADDD ·kconst+768(SB), Y2, Y2
+	VPSLLD $23, Y2, Y2
+	VMULPS Y2, Y3, Y1
+	VMOVUPS Y1, (DI)
+	VADDPS Y1, Y0, Y0
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ softmaxTile256exploop
+softmaxTile256expdone:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VMOVHLPS X0, X1, X1
+	VADDPS X1, X0, X0
+	VPSHUFD $1, X0, X1
+	VADDSS X1, X0, X0
+	VMOVSS (R12), X1
+	VMULSS X7, X1, X1
+	VADDSS X0, X1, X1
+	VMOVSS X1, (R12)
+	MOVQ R13, DI
+	MOVQ DX, CX
+	TESTQ CX, CX
+	JEQ softmaxTile256accdone
+softmaxTile256accloop:
+	VMULPS (DI), Y7, Y1
+	VMOVUPS Y1, (DI)
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ softmaxTile256accloop
+softmaxTile256accdone:
+	ADDQ R8, SI
+	ADDQ $4, R11
+	ADDQ $4, R12
+	ADDQ R14, R13
+	DECQ R9
+	JNZ softmaxTile256row
+softmaxTile256done:
 	VZEROUPPER
 	RET
 

@@ -88,7 +88,8 @@ func TestAttentionConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	type tc struct{ batch, heads, lq, lk, dim int }
 	cases := []tc{{1, 1, 1, 1, 1}, {1, 2, 17, 33, 8}, {2, 3, 15, 65, 16}, {1, 1, 127, 257, 64},
-		{1, 5, 300, 77, 40}, {2, 1, 65, 63, 33}, {1, 2, 257, 300, 64}, {1, 1, 3, 0, 4}, {1, 1, 31, 513, 17}}
+		{1, 5, 300, 77, 40}, {2, 1, 65, 63, 33}, {1, 2, 257, 300, 64}, {1, 1, 3, 0, 4}, {1, 1, 31, 513, 17},
+		{1, 2, 40, 768, 64}} // the last: three full key blocks, each one call of softmaxTile
 	for _, l := range levels()[1:] {
 		for _, c := range cases {
 			for _, causal := range []bool{false, true} {
