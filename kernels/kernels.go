@@ -244,6 +244,35 @@ func MeanVar(x []float32) (mean, variance float64) {
 	return mean, vs / float64(len(x))
 }
 
+// Moments returns the mean and the biased variance of x, as MeanVar does,
+// with the vector loops: a float64 sum, then Σ(x−m) and Σ(x−m)² in float64
+// around m = float32(mean), which also corrects for the rounding of m. As
+// accurate as MeanVar's two passes (the summation order differs, so the last
+// bits of the float64 results may too) and memory-bound where MeanVar's
+// scalar loops are not (128 MiB: 9.5 ms against 21 ms on one thread here):
+// the tiled VAE's shared GroupNorm statistics read every tile with it.
+func Moments(x []float32) (mean, variance float64) {
+	v := fast()
+	n := len(x)
+	if v == nil || n < v.w {
+		return MeanVar(x)
+	}
+	body := n - n%v.w
+	s, _ := v.sumStats(&x[0], body, 0)
+	for _, e := range x[body:] {
+		s += float64(e)
+	}
+	m := float32(s / float64(n))
+	d, dd := v.sumStats(&x[0], body, m)
+	for _, e := range x[body:] {
+		t := float64(e) - float64(m)
+		d += t
+		dd += t * t
+	}
+	d /= float64(n)
+	return float64(m) + d, max(dd/float64(n)-d*d, 0)
+}
+
 // normScaleShift is the per-channel transform y = x·scale + shift of a
 // GroupNorm with the statistics mean and inv = 1/sqrt(var+eps) of the
 // channel's group and the affine weights gamma, beta (nil: 1 and 0).

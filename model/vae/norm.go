@@ -81,7 +81,7 @@ func tileMoments(x *tensor.Tensor) (mean, variance []float64) {
 	mean, variance = make([]float64, n*g), make([]float64, n*g)
 	parallel.For(n*g, 1, func(lo, hi int) {
 		for ng := lo; ng < hi; ng++ {
-			mean[ng], variance[ng] = kernels.MeanVar(data[ng*cnt : (ng+1)*cnt])
+			mean[ng], variance[ng] = kernels.Moments(data[ng*cnt : (ng+1)*cnt])
 		}
 	})
 	return mean, variance
