@@ -75,19 +75,17 @@ func Run(n int, fn func(worker, workers int)) {
 const spinFor = 200 * time.Microsecond
 
 type helper struct {
-	seq    atomic.Uint64 // bumped when a task is posted
-	task   func()
-	parked atomic.Bool
-	wake   chan struct{} // capacity 1
+	seq  atomic.Uint64 // bumped when a task is posted
+	task func()
+	wake sleeper
 }
 
 var (
 	helpersMu sync.Mutex
 	helpers   []*helper
 
-	pending      atomic.Int32 // helpers' shares of the current region not yet done
-	callerParked atomic.Bool
-	regionDone   = make(chan struct{}, 1)
+	pending atomic.Int32 // helpers' shares of the current region not yet done
+	caller  = sleeper{ch: make(chan struct{}, 1)}
 )
 
 // region runs task(0) on the caller and task(1..t-1) on helpers, and returns
@@ -99,27 +97,10 @@ func region(t int, task func(w int)) {
 		w := i + 1
 		h.task = func() { task(w) }
 		h.seq.Add(1)
-		if h.parked.Load() {
-			select {
-			case h.wake <- struct{}{}:
-			default:
-			}
-		}
+		h.wake.notify()
 	}
-	defer waitHelpers()
+	defer caller.wait(func() bool { return pending.Load() == 0 })
 	task(0)
-}
-
-// waitHelpers returns when pending is 0.
-func waitHelpers() {
-	spinUntil(func() bool { return pending.Load() == 0 })
-	for pending.Load() != 0 {
-		callerParked.Store(true)
-		if pending.Load() != 0 {
-			<-regionDone
-		}
-		callerParked.Store(false)
-	}
 }
 
 // helperPool returns n helpers, starting those not yet running.
@@ -127,7 +108,7 @@ func helperPool(n int) []*helper {
 	helpersMu.Lock()
 	defer helpersMu.Unlock()
 	for len(helpers) < n {
-		h := &helper{wake: make(chan struct{}, 1)}
+		h := &helper{wake: sleeper{ch: make(chan struct{}, 1)}}
 		helpers = append(helpers, h)
 		go h.loop()
 	}
@@ -137,22 +118,46 @@ func helperPool(n int) []*helper {
 func (h *helper) loop() {
 	var last uint64
 	for {
-		spinUntil(func() bool { return h.seq.Load() != last })
-		for h.seq.Load() == last {
-			h.parked.Store(true)
-			if h.seq.Load() == last {
-				<-h.wake // a stale token only makes the loop look again
-			}
-			h.parked.Store(false)
-		}
+		h.wake.wait(func() bool { return h.seq.Load() != last })
 		last = h.seq.Load()
 		h.task()
 		h.task = nil
-		if pending.Add(-1) == 0 && callerParked.Load() {
-			select {
-			case regionDone <- struct{}{}:
-			default:
-			}
+		if pending.Add(-1) == 0 {
+			caller.notify()
+		}
+	}
+}
+
+// A sleeper is where one goroutine waits for a condition: it spins for up
+// to spinFor, then parks until notify. Its flag and the condition are
+// atomics, so either the waiter sees the condition or the notifier sees the
+// flag; a token left over from such a race only makes the waiter look again.
+type sleeper struct {
+	parked atomic.Bool
+	ch     chan struct{} // capacity 1
+}
+
+// wait returns once cond holds.
+func (s *sleeper) wait(cond func() bool) {
+	if spinUntil(cond) {
+		return
+	}
+	for !cond() {
+		s.parked.Store(true)
+		if !cond() {
+			<-s.ch
+		}
+		s.parked.Store(false)
+	}
+}
+
+// notify wakes the waiter if it is parked; call it after making its
+// condition true.
+func (s *sleeper) notify() {
+	if s.parked.Load() {
+		select {
+		case s.ch <- struct{}{}:
+		default:
 		}
 	}
 }
