@@ -29,7 +29,7 @@ func conv2DFast(p Conv2DParams, n, h, w int, x []float32, weight Mat, bias, y []
 	A := matA(weight, kk)
 	inPlane, outPlane := p.InC*h*w, p.OutC*oh*ow
 	if p.KH == 1 && p.KW == 1 && sh == 1 && sw == 1 && p.PadT|p.PadB|p.PadL|p.PadR == 0 && o.Pre == nil {
-		ar := pickArch(p.OutC)
+		ar := pickArchMN(p.OutC, h*w)
 		for b := 0; b < n; b++ {
 			xb, yb := x[b*inPlane:(b+1)*inPlane], y[b*outPlane:(b+1)*outPlane]
 			gemmRun(ar, p.OutC, h*w, p.InC, A, matrixB(ar, xb, h*w, h*w, false, 1), yb, h*w, o.Accumulate, bias)
