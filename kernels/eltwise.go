@@ -79,8 +79,16 @@ func addScalar(dst, src []float32, s float32) {
 func stats(v *vecOps, x []float32, eps float32) (float32, float32) {
 	n := len(x)
 	shift := x[0]
-	body := n - n%v.w
-	var s, ss float64
+	s, ss := shiftedSums(v, x, shift)
+	m := s / float64(n)
+	vr := max(ss/float64(n)-m*m, 0)
+	return float32(float64(shift) + m), float32(1 / math.Sqrt(vr+float64(eps)))
+}
+
+// shiftedSums returns Σ(x−shift) and Σ(x−shift)² in float64: the vector
+// loop over the whole vectors, then the tail.
+func shiftedSums(v *vecOps, x []float32, shift float32) (s, ss float64) {
+	body := len(x) - len(x)%v.w
 	if body > 0 {
 		s, ss = v.sumStats(&x[0], body, shift)
 	}
@@ -89,9 +97,7 @@ func stats(v *vecOps, x []float32, eps float32) (float32, float32) {
 		s += d
 		ss += d * d
 	}
-	m := s / float64(n)
-	vr := max(ss/float64(n)-m*m, 0)
-	return float32(float64(shift) + m), float32(1 / math.Sqrt(vr+float64(eps)))
+	return s, ss
 }
 
 func groupNormFast(v *vecOps, x, y []float32, n, c, hw, groups int, eps float32, gamma, beta []float32, silu bool) {

@@ -444,25 +444,42 @@ func expScaleSum(s isa) {
 	p("MOVQ n+8(FP), CX")
 	bcast(s, "scale+16(FP)", s.r(8))
 	bcast(s, "shift+20(FP)", s.r(9))
-	p("VXORPS Y0, Y0, Y0")
-	if s.reg == "Z" {
-		p("VPXORD Z0, Z0, Z0")
-	}
-	loop(s, name, []string{"SI"}, func() {
-		p("VMOVUPS (SI), %s", s.r(1))
-		p("VFMSUB213PS %s, %s, %s", s.r(9), s.r(8), s.r(1)) // v = scale*v - shift
-		exp(s, s.r(1), s.r(2), s.r(3), s.r(4))
-		p("VMOVUPS %s, (SI)", s.r(1))
-		p("VADDPS %s, %s, %s", s.r(1), s.r(0), s.r(0))
-	})
-	hsum(s, 0, 1)
+	expSumLoop(s, name, "SI")
 	p("VMOVSS X0, ret+24(FP)")
 	p("VZEROUPPER")
 	p("RET")
 }
 
+// expSumLoop emits x[i] = exp(scale·x[i] − shift) over the CX floats at ptr
+// (scale in register 8, shift in register 9; registers 0–4 are used) and
+// leaves their sum in X0.
+func expSumLoop(s isa, label, ptr string) {
+	p("VXORPS Y0, Y0, Y0")
+	if s.reg == "Z" {
+		p("VPXORD Z0, Z0, Z0")
+	}
+	loop(s, label, []string{ptr}, func() {
+		p("VMOVUPS (%s), %s", ptr, s.r(1))
+		p("VFMSUB213PS %s, %s, %s", s.r(9), s.r(8), s.r(1)) // v = scale*v - shift
+		exp(s, s.r(1), s.r(2), s.r(3), s.r(4))
+		p("VMOVUPS %s, (%s)", s.r(1), ptr)
+		p("VADDPS %s, %s, %s", s.r(1), s.r(0), s.r(0))
+	})
+	hsum(s, 0, 1)
+}
+
+// maxLoop emits the maximum of the CX floats at ptr (CX > 0) into X(acc),
+// using register tmp.
+func maxLoop(s isa, label, ptr string, acc, tmp int) {
+	p("VMOVUPS (%s), %s", ptr, s.r(acc))
+	loop(s, label, []string{ptr}, func() {
+		p("VMAXPS (%s), %s, %s", ptr, s.r(acc), s.r(acc))
+	})
+	hmax(s, acc, tmp)
+}
+
 // softmaxTile is one online-softmax step of flash attention over a tile of
-// rows (see softmaxTileRef): per row r of s (n values, row stride lds
+// rows (the row-by-row Go path is onlineSoftmaxRows): per row r of s (n values, row stride lds
 // floats), m' = max(m[r], scale·max(row)), row = exp(scale·row − m'),
 // a = exp(m[r] − m'), l[r] = a·l[r] + Σrow, m[r] = m', and the nacc values
 // of row r of acc (row stride ldacc floats) are multiplied by a. One call
@@ -488,11 +505,7 @@ func softmaxTile(s isa) {
 	// Row maximum.
 	p("MOVQ SI, DI")
 	p("MOVQ R10, CX")
-	p("VMOVUPS (DI), %s", s.r(5))
-	loop(s, name+"max", []string{"DI"}, func() {
-		p("VMAXPS (DI), %s, %s", s.r(5), s.r(5))
-	})
-	hmax(s, 5, 6)
+	maxLoop(s, name+"max", "DI", 5, 6)
 	p("VMULSS X8, X5, X5")                 // scale·max
 	p("VMAXSS (R11), X5, X5")              // m' = max(scale·max, m[r])
 	p("VMOVSS (R11), X1")                  //
@@ -502,20 +515,9 @@ func softmaxTile(s isa) {
 	bcast(s, "X1", s.r(7))                 //
 	exp(s, s.r(7), s.r(2), s.r(3), s.r(4)) // a in every lane
 	// Row values and their sum.
-	p("VXORPS Y0, Y0, Y0")
-	if s.reg == "Z" {
-		p("VPXORD Z0, Z0, Z0")
-	}
 	p("MOVQ SI, DI")
 	p("MOVQ R10, CX")
-	loop(s, name+"exp", []string{"DI"}, func() {
-		p("VMOVUPS (DI), %s", s.r(1))
-		p("VFMSUB213PS %s, %s, %s", s.r(9), s.r(8), s.r(1)) // scale·v − m'
-		exp(s, s.r(1), s.r(2), s.r(3), s.r(4))
-		p("VMOVUPS %s, (DI)", s.r(1))
-		p("VADDPS %s, %s, %s", s.r(1), s.r(0), s.r(0))
-	})
-	hsum(s, 0, 1)
+	expSumLoop(s, name+"exp", "DI")
 	p("VMOVSS (R12), X1")
 	p("VMULSS X7, X1, X1") // a·l[r]
 	p("VADDSS X0, X1, X1") // + Σ
@@ -544,11 +546,7 @@ func maxv(s isa) {
 	header(name, "(x *float32, n int) float32", 20)
 	p("MOVQ x+0(FP), SI")
 	p("MOVQ n+8(FP), CX")
-	p("VMOVUPS (SI), %s", s.r(0))
-	loop(s, name, []string{"SI"}, func() {
-		p("VMAXPS (SI), %s, %s", s.r(0), s.r(0))
-	})
-	hmax(s, 0, 1)
+	maxLoop(s, name, "SI", 0, 1)
 	p("VMOVSS X0, ret+16(FP)")
 	p("VZEROUPPER")
 	p("RET")

@@ -257,18 +257,9 @@ func Moments(x []float32) (mean, variance float64) {
 	if v == nil || n < v.w {
 		return MeanVar(x)
 	}
-	body := n - n%v.w
-	s, _ := v.sumStats(&x[0], body, 0)
-	for _, e := range x[body:] {
-		s += float64(e)
-	}
+	s, _ := shiftedSums(v, x, 0)
 	m := float32(s / float64(n))
-	d, dd := v.sumStats(&x[0], body, m)
-	for _, e := range x[body:] {
-		t := float64(e) - float64(m)
-		d += t
-		dd += t * t
-	}
+	d, dd := shiftedSums(v, x, m)
 	d /= float64(n)
 	return float64(m) + d, max(dd/float64(n)-d*d, 0)
 }

@@ -3409,10 +3409,10 @@ softmaxTile512maxdone:
 	VFMADD213PS Z7, Z4, Z3
 	VADDPS.BCST ·kconst+704(SB), Z3, Z3
 	VSCALEFPS Z2, Z3, Z7
-	VXORPS Y0, Y0, Y0
-	VPXORD Z0, Z0, Z0
 	MOVQ SI, DI
 	MOVQ R10, CX
+	VXORPS Y0, Y0, Y0
+	VPXORD Z0, Z0, Z0
 	TESTQ CX, CX
 	JEQ softmaxTile512expdone
 softmaxTile512exploop:
@@ -4146,9 +4146,9 @@ softmaxTile256maxdone:
 	VPADDD ·kconst+768(SB), Y2, Y2
 	VPSLLD $23, Y2, Y2
 	VMULPS Y2, Y3, Y7
-	VXORPS Y0, Y0, Y0
 	MOVQ SI, DI
 	MOVQ R10, CX
+	VXORPS Y0, Y0, Y0
 	TESTQ CX, CX
 	JEQ softmaxTile256expdone
 softmaxTile256exploop:
