@@ -39,7 +39,7 @@ func (l *Linear) Forward(x *tensor.Tensor) *tensor.Tensor {
 	x = x.Contiguous()
 	rows := x.Numel() / l.In
 	shape := append(append([]int(nil), x.Shape()[:x.Rank()-1]...), l.Out)
-	y := tensor.New(shape...) // [..., Out]
+	y := tensor.Empty(shape...) // [..., Out], written in full
 	if l.useBF16() {
 		var b []float32
 		if l.Bias != nil {
@@ -100,7 +100,7 @@ func (c *Conv2d) ForwardEx(x *tensor.Tensor, pre *kernels.ChannelAffine, into *t
 	o := kernels.ConvOptions{Pre: pre}
 	y := into
 	if y == nil {
-		y = tensor.New(n, c.P.OutC, oh, ow) // [N, OutC, OH, OW]
+		y = tensor.Empty(n, c.P.OutC, oh, ow) // [N, OutC, OH, OW], written in full
 	} else {
 		if y.Rank() != 4 || y.Dim(0) != n || y.Dim(1) != c.P.OutC || y.Dim(2) != oh || y.Dim(3) != ow || !y.IsContiguous() {
 			panic(fmt.Sprintf("nn.Conv2d: accumulating into %v, want contiguous [%d, %d, %d, %d]", y.Shape(), n, c.P.OutC, oh, ow))
@@ -154,7 +154,7 @@ func NewGroupNorm(groups, channels int, eps float32) *GroupNorm {
 func (g *GroupNorm) Forward(x *tensor.Tensor, silu bool) *tensor.Tensor {
 	x = x.Contiguous()
 	n, c := x.Dim(0), x.Dim(1)
-	y := tensor.New(x.Shape()...) // same shape as x
+	y := tensor.Empty(x.Shape()...) // same shape as x
 	kernels.GroupNorm(x.Data(), y.Data(), n, c, x.Numel()/(n*c), g.Groups, g.Eps, g.Weight.Data(), g.Bias.Data(), silu)
 	return y
 }
@@ -185,7 +185,7 @@ func NewLayerNorm(d int, eps float32) *LayerNorm {
 func (l *LayerNorm) Forward(x *tensor.Tensor) *tensor.Tensor {
 	x = x.Contiguous()
 	d := x.Dim(-1)
-	y := tensor.New(x.Shape()...) // same shape as x
+	y := tensor.Empty(x.Shape()...) // same shape as x
 	kernels.LayerNorm(x.Data(), y.Data(), x.Numel()/d, d, l.Eps, l.Weight.Data(), l.Bias.Data())
 	return y
 }

@@ -10,7 +10,7 @@ import (
 // Add returns a + b (same shapes).
 func Add(a, b *tensor.Tensor) *tensor.Tensor {
 	mustSame("Add", a, b)
-	y := tensor.New(a.Shape()...)
+	y := tensor.Empty(a.Shape()...)
 	kernels.Add(y.Data(), a.Contiguous().Data(), b.Contiguous().Data())
 	return y
 }
@@ -25,14 +25,14 @@ func AddInPlace(a, b *tensor.Tensor) *tensor.Tensor {
 
 // SiLU returns x*sigmoid(x).
 func SiLU(x *tensor.Tensor) *tensor.Tensor {
-	y := tensor.New(x.Shape()...)
+	y := tensor.Empty(x.Shape()...)
 	kernels.SiLU(x.Contiguous().Data(), y.Data())
 	return y
 }
 
 // GELU returns the exact GELU of x.
 func GELU(x *tensor.Tensor) *tensor.Tensor {
-	y := tensor.New(x.Shape()...)
+	y := tensor.Empty(x.Shape()...)
 	kernels.GELU(x.Contiguous().Data(), y.Data())
 	return y
 }
@@ -41,7 +41,7 @@ func GELU(x *tensor.Tensor) *tensor.Tensor {
 func Upsample2x(x *tensor.Tensor) *tensor.Tensor {
 	x = x.Contiguous()
 	n, c, h, w := x.Dim(0), x.Dim(1), x.Dim(2), x.Dim(3)
-	y := tensor.New(n, c, 2*h, 2*w) // [N, C, 2H, 2W]
+	y := tensor.Empty(n, c, 2*h, 2*w) // [N, C, 2H, 2W]
 	kernels.Upsample2xNearest(x.Data(), y.Data(), n*c, h, w)
 	return y
 }
@@ -56,7 +56,7 @@ func ConcatChannels(xs ...*tensor.Tensor) *tensor.Tensor {
 		}
 		ct += x.Dim(1)
 	}
-	y := tensor.New(n, ct, h, w) // [N, sum Ci, H, W]
+	y := tensor.Empty(n, ct, h, w) // [N, sum Ci, H, W]
 	hw := h * w
 	yd := y.Data()
 	for b := 0; b < n; b++ {

@@ -1,5 +1,12 @@
 package tensor
 
+import (
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
 // hugeMin is the size from which Alloc asks the kernel for huge pages: the
 // engine's large activations are walked with strides of a whole channel
 // plane (a convolution's output rows, its im2col panels), and with 4 KiB pages
@@ -29,3 +36,131 @@ func Discard(s []float32) {
 		discard(s)
 	}
 }
+
+// Recycling hands large buffers whose values are dead straight to the next
+// allocation that will overwrite them (AllocDirty), instead of giving their
+// pages back to the OS (Discard) and having Go fault them in and zero them
+// again: a fresh 128 MiB activation cost its allocating goroutine ~35 ms of
+// zeroing and page faults, on one core, while the other cores waited.
+
+// recycleLimit bounds the bytes of recycled buffers waiting for reuse.
+var recycleLimit = 1 << 30
+
+var recycled struct {
+	sync.Mutex
+	free  [][]float32 // at full capacity, the most recently recycled last
+	bytes int
+}
+
+// Recycle offers s, a large buffer from Alloc or AllocDirty that nothing
+// will read or write again and that the caller owns alone, for reuse by
+// AllocDirty. Small buffers are left to the collector. Beyond a bound the
+// oldest waiting buffers are discarded (see Discard) and dropped.
+func Recycle(s []float32) {
+	if cap(s)*4 < hugeMin {
+		return
+	}
+	s = s[:cap(s)]
+	recycled.Lock()
+	defer recycled.Unlock()
+	recycled.free = append(recycled.free, s)
+	recycled.bytes += len(s) * 4
+	for recycled.bytes > recycleLimit {
+		evictLocked(0)
+	}
+}
+
+// evictLocked discards and drops waiting buffer i.
+func evictLocked(i int) {
+	s := recycled.free[i]
+	discard(s)
+	recycled.bytes -= len(s) * 4
+	recycled.free = slices.Delete(recycled.free, i, i+1)
+}
+
+// AllocDirty returns a slice of n float32 values whose contents are
+// unspecified: for outputs written in full before they are read. A large
+// one reuses a recycled buffer (the smallest that holds n values, if it is
+// not over twice as large) when there is one; a miss first discards the
+// waiting buffers too small for it (the sizes of a finished stage, which
+// would otherwise hold their pages) and then allocates as Alloc does.
+func AllocDirty(n int) []float32 {
+	if poisonDirty.Load() {
+		s := Alloc(n)
+		for i := range s {
+			s[i] = float32(math.NaN())
+		}
+		return s
+	}
+	if n*4 < hugeMin {
+		return Alloc(n)
+	}
+	recycled.Lock()
+	best := -1
+	for i, s := range recycled.free {
+		if len(s) >= n && len(s) <= 2*n && (best < 0 || len(s) < len(recycled.free[best])) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		s := recycled.free[best]
+		recycled.bytes -= len(s) * 4
+		recycled.free = slices.Delete(recycled.free, best, best+1)
+		recycled.Unlock()
+		recycleHits.Add(1)
+		return s[:n]
+	}
+	for i := len(recycled.free) - 1; i >= 0; i-- {
+		if len(recycled.free[i]) < n {
+			evictLocked(i)
+		}
+	}
+	recycled.Unlock()
+	return allocUnzeroed(n)
+}
+
+// poisonDirty makes AllocDirty fill every buffer with NaN (tests).
+var poisonDirty atomic.Bool
+
+// PoisonDirty makes AllocDirty (and Empty) return buffers filled with NaN
+// while on is set, so that a test sees any value an operation fails to
+// write; it returns the previous setting. For tests only.
+func PoisonDirty(on bool) (prev bool) { return poisonDirty.Swap(on) }
+
+// ReleaseRecycled discards and drops every buffer waiting for reuse (the
+// end of a stage that recycled its activations).
+func ReleaseRecycled() {
+	recycled.Lock()
+	defer recycled.Unlock()
+	for len(recycled.free) > 0 {
+		evictLocked(len(recycled.free) - 1)
+	}
+}
+
+var recycleHits atomic.Int64
+
+// RecycleHits returns how many AllocDirty calls reused a recycled buffer
+// since the process started.
+func RecycleHits() int64 { return recycleHits.Load() }
+
+// RecycledBytes returns the bytes of buffers waiting for reuse.
+func RecycledBytes() int {
+	recycled.Lock()
+	defer recycled.Unlock()
+	return recycled.bytes
+}
+
+// Empty returns a contiguous tensor of the given shape whose values are
+// unspecified (see AllocDirty): for outputs written in full.
+func Empty(shape ...int) *Tensor {
+	n := numel(shape)
+	return &Tensor{shape: cloneInts(shape), strides: contiguousStrides(shape), data: AllocDirty(n)}
+}
+
+// unzeroed lets AllocDirty's misses skip zeroing (see allocUnzeroed); off,
+// they are zeroed as Alloc's (A/B measurements).
+var unzeroed = true
+
+// SetUnzeroed sets whether AllocDirty may return memory it did not zero
+// (for A/B measurements) and returns the previous setting.
+func SetUnzeroed(on bool) (prev bool) { prev, unzeroed = unzeroed, on; return }

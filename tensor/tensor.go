@@ -108,14 +108,14 @@ func (t *Tensor) Contiguous() *Tensor {
 	if t.IsContiguous() {
 		return t
 	}
-	out := New(t.shape...)
+	out := Empty(t.shape...)
 	t.copyTo(out.data)
 	return out
 }
 
 // Clone returns a dense copy.
 func (t *Tensor) Clone() *Tensor {
-	out := New(t.shape...)
+	out := Empty(t.shape...)
 	t.copyTo(out.data)
 	return out
 }

@@ -3,6 +3,7 @@ package tensor
 import (
 	"math"
 	"testing"
+	"unsafe"
 )
 
 func seq(shape ...int) *Tensor {
@@ -131,5 +132,65 @@ func TestHalfConversions(t *testing.T) {
 	BF16SliceToF32(dst[:1], []uint16{0x4000})
 	if dst[0] != 2 || dst[1] != -2 || dst[2] != 0 {
 		t.Fatal(dst)
+	}
+}
+
+// Recycled buffers go to the next AllocDirty that fits them (not over twice
+// their size), a miss drops the smaller ones, small buffers are left to the
+// collector, and the bytes waiting stay under the bound.
+func TestRecycle(t *testing.T) {
+	defer PoisonDirty(PoisonDirty(false))
+	defer func(v int) { recycleLimit = v }(recycleLimit)
+	ReleaseRecycled()
+	const big = hugeMin / 4 // values in the smallest recycled buffer
+	same := func(a, b []float32) bool { return unsafe.SliceData(a) == unsafe.SliceData(b) }
+
+	a := Alloc(3 * big)
+	Recycle(a[:big])
+	if RecycledBytes() != 3*big*4 {
+		t.Fatalf("%d bytes wait, want %d", RecycledBytes(), 3*big*4)
+	}
+	hits := RecycleHits()
+	if b := AllocDirty(2*big - 3); !same(a, b) || len(b) != 2*big-3 || RecycleHits() != hits+1 || RecycledBytes() != 0 {
+		t.Fatalf("AllocDirty(%d) did not reuse the recycled buffer", 2*big-3)
+	}
+
+	Recycle(a)
+	if b := AllocDirty(big); same(a, b) {
+		t.Error("a buffer 3× too large was reused")
+	}
+	if RecycledBytes() != 3*big*4 {
+		t.Errorf("a smaller miss dropped a larger buffer")
+	}
+	if b := AllocDirty(3*big + 1); same(a, b) || RecycledBytes() != 0 {
+		t.Errorf("a larger miss kept the smaller buffer (%d bytes wait)", RecycledBytes())
+	}
+
+	Recycle(make([]float32, big-1))
+	if RecycledBytes() != 0 {
+		t.Error("a small buffer was kept")
+	}
+
+	recycleLimit = 2 * big * 4
+	bufs := [][]float32{Alloc(big), Alloc(big), Alloc(big)}
+	for _, b := range bufs {
+		Recycle(b)
+	}
+	if RecycledBytes() != 2*big*4 {
+		t.Errorf("%d bytes wait, want the bound %d", RecycledBytes(), 2*big*4)
+	}
+	if b := AllocDirty(big); !same(b, bufs[1]) && !same(b, bufs[2]) {
+		t.Error("the oldest buffer was kept over the bound")
+	}
+	ReleaseRecycled()
+	if RecycledBytes() != 0 {
+		t.Error("ReleaseRecycled left buffers")
+	}
+
+	PoisonDirty(true)
+	for _, v := range Empty(2, 3).Data() {
+		if v == v {
+			t.Fatal("a poisoned buffer holds a number")
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"time"
 
 	"github.com/osediff-go/osediff/kernels"
@@ -33,7 +34,12 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	runs := fs.Int("runs", 3, "timed runs (the median is reported)")
 	spill := byteSize(defaultSpillAbove)
 	fs.Var(&spill, "spill-above", "VAE tile spill threshold, as in upscale (0: never)")
+	cpuProfile := fs.String("cpuprofile", "", "with --case: write a CPU profile of the whole run (warm-up included) to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
+		return exitCode(2)
+	}
+	if *cpuProfile != "" && *caseName == "" {
+		fmt.Fprintln(stderr, "bench: --cpuprofile needs --case")
 		return exitCode(2)
 	}
 	if *threads > 0 {
@@ -55,6 +61,17 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 		build := time.Since(t0).Seconds()
 		osediff.LimitGarbage(gcBudget)
+		if *cpuProfile != "" {
+			f, err := os.Create(*cpuProfile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+		}
 		res, err := osediff.RunBench(context.Background(), p, *caseName, *precision, *warmup, *runs, int64(spill))
 		if err != nil {
 			return err

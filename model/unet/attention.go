@@ -45,10 +45,10 @@ func (a *Attention) Forward(x, ctx *tensor.Tensor) *tensor.Tensor {
 	if ctx.Dim(0) != n {
 		panic(fmt.Sprintf("unet.Attention: batch %d for queries, %d for context", n, ctx.Dim(0)))
 	}
-	q := a.ToQ.Forward(x)         // [N, Lq, heads·dim]
-	k := a.ToK.Forward(ctx)       // [N, Lk, heads·dim]
-	v := a.ToV.Forward(ctx)       // [N, Lk, heads·dim]
-	o := tensor.New(n, lq, inner) // [N, Lq, heads·dim]
+	q := a.ToQ.Forward(x)           // [N, Lq, heads·dim]
+	k := a.ToK.Forward(ctx)         // [N, Lk, heads·dim]
+	v := a.ToV.Forward(ctx)         // [N, Lk, heads·dim]
+	o := tensor.Empty(n, lq, inner) // [N, Lq, heads·dim]
 	kernels.Attention(kernels.AttentionParams{
 		Batch: n, Heads: a.Heads, Lq: lq, Lk: lk, Dim: a.Dim,
 		LdQ: inner, LdK: inner, LdV: inner, LdO: inner,
@@ -74,7 +74,7 @@ func (f *FeedForward) Forward(x *tensor.Tensor) *tensor.Tensor {
 	inner := f.Out.In
 	p := f.Proj.Forward(x) // [N, L, 2·inner]
 	rows := p.Numel() / (2 * inner)
-	g := tensor.New(x.Dim(0), x.Dim(1), inner)     // [N, L, inner]
+	g := tensor.Empty(x.Dim(0), x.Dim(1), inner)   // [N, L, inner]
 	kernels.GEGLU(p.Data(), g.Data(), rows, inner) // value·GELU(gate)
 	return f.Out.Forward(g)                        // [N, L, dim]
 }
@@ -155,9 +155,9 @@ func (t *Transformer2DModel) forwardInPlace(x, ctx *tensor.Tensor) *tensor.Tenso
 	}
 	n, c, hw := x.Dim(0), t.Channels, x.Dim(2)*x.Dim(3)
 	inner := t.ProjIn.Out
-	h := t.Norm.Forward(x, false)   // [N, C, H, W]
-	tok := tensor.New(n, hw, inner) // [N, HW, inner]
-	for b := 0; b < n; b++ {        // tok_b = h_bᵀ · W_inᵀ
+	h := t.Norm.Forward(x, false)     // [N, C, H, W]
+	tok := tensor.Empty(n, hw, inner) // [N, HW, inner]
+	for b := 0; b < n; b++ {          // tok_b = h_bᵀ · W_inᵀ
 		kernels.SgemmMat(true, true, hw, inner, c, 1, kernels.F32(h.Data()[b*c*hw:]), hw, t.ProjIn.Mat(), c, 0, tok.Data()[b*hw*inner:], inner)
 	}
 	kernels.AddRowVector(tok.Data(), n*hw, inner, t.ProjIn.Bias.Data()) // [N, HW, inner]

@@ -101,7 +101,7 @@ func (a *Attention) Forward(xs Tiles) Tiles {
 	st := sharedStats(xs, a.GroupNorm.Eps)
 	for i, x := range xs {
 		xs[i] = tileStep(x, func(x *tensor.Tensor) *tensor.Tensor {
-			t := tensor.New(x.Shape()...)
+			t := tensor.Empty(x.Shape()...)         // written in full
 			applyNorm(a.GroupNorm, st, x, t, false) // [N, C, h, w]
 			y := a.attend(t)                        // [N, C, h, w]
 			nn.AddInPlace(y, x)                     // [N, C, h, w] + residual
@@ -120,8 +120,8 @@ func (a *Attention) attend(x *tensor.Tensor) *tensor.Tensor {
 		panic(fmt.Sprintf("vae.Attention: input %v, want %d channels", x.Shape(), a.Channels))
 	}
 	l := x.Dim(2) * x.Dim(3)
-	y := tensor.New(x.Shape()...) // [N, C, h, w]
-	q := make([]float32, l*c)     // [L, C] token-major
+	y := tensor.Empty(x.Shape()...) // [N, C, h, w], written in full
+	q := make([]float32, l*c)       // [L, C] token-major
 	k := make([]float32, l*c)
 	v := make([]float32, l*c)
 	o := make([]float32, l*c)
@@ -203,7 +203,7 @@ func (u *Upsample2D) forward(x *tensor.Tensor, rows int) *tensor.Tensor {
 	n, c, h, w := x.Dim(0), x.Dim(1), x.Dim(2), x.Dim(3)
 	oc := u.Conv.P.OutC
 	H, W := 2*h, 2*w
-	y := tensor.New(n, oc, H, W) // [N, OC, 2h, 2w]
+	y := tensor.Empty(n, oc, H, W) // [N, OC, 2h, 2w], written in full
 	rows = min(max(rows, 1), H)
 	buf := make([]float32, c*(rows+2)*W)
 	out := make([]float32, oc*rows*W)

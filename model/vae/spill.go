@@ -42,7 +42,17 @@ type spiller struct {
 	resident int64                   // bytes of registered tensors in memory
 	off      bool                    // a write failed: keep everything in memory from then on
 	live     map[*tensor.Tensor]bool // adopted and not yet released, for close
+	recycle  bool                    // dropped values go to tensor.Recycle, not Discard
 }
+
+// recycleAbove is the smallest budget under which dropped values are
+// recycled (tensor.Recycle: the next activation of that size reuses the
+// pages, unzeroed) rather than given back to the OS: recycled buffers wait
+// outside the budget (up to 1 GiB), which a tight budget cannot afford.
+const recycleAbove = 4 << 30
+
+// recycleDropped turns recycling off when false (A/B measurements).
+var recycleDropped = true
 
 // newSpiller returns the spiller of a tiled (or untiled) forward. Without a
 // budget it never parks, but the tensors are still registered, so that each
@@ -52,6 +62,7 @@ func newSpiller(s Spill) *spiller {
 	if s.Above <= 0 {
 		sp.above = math.MaxInt64
 	}
+	sp.recycle = recycleDropped && sp.above >= recycleAbove
 	return sp
 }
 
@@ -96,7 +107,8 @@ func (sp *spiller) adopt(t *tensor.Tensor) *tensor.Tensor {
 }
 
 // close releases every tensor sp adopted (the end of the tiled call, or a
-// panic in it): no file outlives the call.
+// panic in it): no file outlives the call, and no recycled buffer outlives
+// it waiting for reuse.
 func (sp *spiller) close() {
 	if sp == nil {
 		return
@@ -107,6 +119,9 @@ func (sp *spiller) close() {
 	sp.mu.Unlock()
 	for t := range live {
 		release(t)
+	}
+	if sp.recycle {
+		tensor.ReleaseRecycled()
 	}
 }
 
@@ -169,14 +184,19 @@ func park(t *tensor.Tensor) {
 	pk.f = f
 	spilledBytes.Add(nbytes(t))
 	pk.sp.account(-nbytes(t))
-	drop(t)
+	pk.sp.drop(t)
 }
 
-// drop detaches the values of a registered tensor and returns their pages to
-// the OS at once: registered tensors are the tiled run's own (clones of the
-// input and layer outputs), shared with nothing.
-func drop(t *tensor.Tensor) {
-	tensor.Discard(t.Storage())
+// drop detaches the values of a registered tensor and hands its buffer to
+// the next activation of its size (tensor.Recycle) or, under a tight budget,
+// returns its pages to the OS at once: registered tensors are the tiled
+// run's own (clones of the input and layer outputs), shared with nothing.
+func (sp *spiller) drop(t *tensor.Tensor) {
+	if sp.recycle {
+		tensor.Recycle(t.Storage())
+	} else {
+		tensor.Discard(t.Storage())
+	}
 	t.DropData()
 }
 
@@ -188,7 +208,7 @@ var spilledBytes atomic.Int64
 func unload(t *tensor.Tensor) {
 	if v, ok := registry.Load(t); ok && v.(*parked).f != nil && t.HasData() {
 		v.(*parked).sp.account(-nbytes(t))
-		drop(t)
+		v.(*parked).sp.drop(t)
 	}
 }
 
@@ -203,7 +223,7 @@ func load(t *tensor.Tensor) *tensor.Tensor {
 	if !ok || v.(*parked).f == nil {
 		panic(fmt.Sprintf("vae: tile %v has no values and no spill file", t.Shape()))
 	}
-	d := tensor.Alloc(t.Numel())
+	d := tensor.AllocDirty(t.Numel()) // overwritten by the read
 	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(d))), len(d)*4)
 	if n, err := v.(*parked).f.ReadAt(b, 0); n != len(b) {
 		if err == nil || err == io.EOF {
@@ -241,9 +261,9 @@ func release(t *tensor.Tensor) {
 // consume is release for a tensor whose values are dead: a registered one
 // also gives its pages back (see drop).
 func consume(t *tensor.Tensor) {
-	if _, ok := registry.Load(t); ok {
+	if v, ok := registry.Load(t); ok {
 		release(t)
-		drop(t)
+		v.(*parked).sp.drop(t)
 	}
 }
 

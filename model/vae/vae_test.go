@@ -302,8 +302,11 @@ func TestSpill(t *testing.T) {
 
 // TestSpillLarge is TestSpill at tile sizes whose buffers are large enough
 // for their pages to be handed back to the OS when parked or consumed
-// (tensor.Discard): were a live buffer discarded, the outputs would differ.
+// (tensor.Discard) or, without a budget, to be reused by the next output
+// (tensor.Recycle): were a live buffer discarded or reused, the outputs
+// would differ from a run where every output is a fresh buffer of NaNs.
 func TestSpillLarge(t *testing.T) {
+	defer tensor.PoisonDirty(tensor.PoisonDirty(false))
 	m := loadTiny(t, false)
 	rnd := func(shape ...int) *tensor.Tensor {
 		x := tensor.New(shape...)
@@ -316,7 +319,18 @@ func TestSpillLarge(t *testing.T) {
 	}
 	x, z := rnd(1, 3, 512, 512), rnd(1, 4, 64, 64)
 	opt := TileOptions{Enabled: true, EncoderTileSize: 256, DecoderTileSize: 32}
+	tensor.PoisonDirty(true)
 	wantEnc, wantDec := m.EncoderForward(x, opt), m.Decode(z, opt)
+	tensor.PoisonDirty(false)
+	hits := tensor.RecycleHits()
+	sameBits(t, "encoder_out recycled", m.EncoderForward(x, opt), wantEnc)
+	sameBits(t, "decoded_raw recycled", m.Decode(z, opt), wantDec)
+	if tensor.RecycleHits() == hits {
+		t.Error("no buffer was recycled")
+	}
+	if b := tensor.RecycledBytes(); b != 0 {
+		t.Errorf("%d recycled bytes still wait after the calls", b)
+	}
 	opt.Spill = Spill{Above: 1, Dir: t.TempDir()}
 	before := spilledBytes.Load()
 	enc, dec := m.EncoderForward(x, opt), m.Decode(z, opt)
