@@ -43,9 +43,6 @@ func Discard(s []float32) {
 // again: a fresh 128 MiB activation cost its allocating goroutine ~35 ms of
 // zeroing and page faults, on one core, while the other cores waited.
 
-// recycleLimit bounds the bytes of recycled buffers waiting for reuse.
-var recycleLimit = 1 << 30
-
 var recycled struct {
 	sync.Mutex
 	free  [][]float32 // at full capacity, the most recently recycled last
@@ -54,9 +51,10 @@ var recycled struct {
 
 // Recycle offers s, a large buffer from Alloc or AllocDirty that nothing
 // will read or write again and that the caller owns alone, for reuse by
-// AllocDirty. Small buffers are left to the collector. Beyond a bound the
-// oldest waiting buffers are discarded (see Discard) and dropped.
-func Recycle(s []float32) {
+// AllocDirty. Small buffers are left to the collector. While the buffers
+// waiting take more than limit bytes, the oldest are discarded (see
+// Discard) and dropped.
+func Recycle(s []float32, limit int) {
 	if cap(s)*4 < hugeMin {
 		return
 	}
@@ -65,7 +63,7 @@ func Recycle(s []float32) {
 	defer recycled.Unlock()
 	recycled.free = append(recycled.free, s)
 	recycled.bytes += len(s) * 4
-	for recycled.bytes > recycleLimit {
+	for recycled.bytes > limit {
 		evictLocked(0)
 	}
 }
@@ -80,10 +78,11 @@ func evictLocked(i int) {
 
 // AllocDirty returns a slice of n float32 values whose contents are
 // unspecified: for outputs written in full before they are read. A large
-// one reuses a recycled buffer (the smallest that holds n values, if it is
-// not over twice as large) when there is one; a miss first discards the
-// waiting buffers too small for it (the sizes of a finished stage, which
-// would otherwise hold their pages) and then allocates as Alloc does.
+// one reuses a recycled buffer that fits (n to n+n/8 values; the smallest)
+// when there is one. A miss means the sizes have moved on (a new level of
+// the network): it discards and drops every waiting buffer, so that none
+// holds its pages through the stages that do not use it, and returns
+// unzeroed memory (see allocUnzeroed).
 func AllocDirty(n int) []float32 {
 	if poisonDirty.Load() {
 		s := Alloc(n)
@@ -98,7 +97,7 @@ func AllocDirty(n int) []float32 {
 	recycled.Lock()
 	best := -1
 	for i, s := range recycled.free {
-		if len(s) >= n && len(s) <= 2*n && (best < 0 || len(s) < len(recycled.free[best])) {
+		if len(s) >= n && len(s) <= n+n/8 && (best < 0 || len(s) < len(recycled.free[best])) {
 			best = i
 		}
 	}
@@ -110,10 +109,8 @@ func AllocDirty(n int) []float32 {
 		recycleHits.Add(1)
 		return s[:n]
 	}
-	for i := len(recycled.free) - 1; i >= 0; i-- {
-		if len(recycled.free[i]) < n {
-			evictLocked(i)
-		}
+	for len(recycled.free) > 0 {
+		evictLocked(len(recycled.free) - 1)
 	}
 	recycled.Unlock()
 	return allocUnzeroed(n)

@@ -135,46 +135,46 @@ func TestHalfConversions(t *testing.T) {
 	}
 }
 
-// Recycled buffers go to the next AllocDirty that fits them (not over twice
-// their size), a miss drops the smaller ones, small buffers are left to the
+// Recycled buffers go to the next AllocDirty that fits them (at most 1/8
+// larger), a miss drops every waiting buffer, small buffers are left to the
 // collector, and the bytes waiting stay under the bound.
 func TestRecycle(t *testing.T) {
 	defer PoisonDirty(PoisonDirty(false))
-	defer func(v int) { recycleLimit = v }(recycleLimit)
 	ReleaseRecycled()
 	const big = hugeMin / 4 // values in the smallest recycled buffer
+	const none = 1 << 62    // no bound
 	same := func(a, b []float32) bool { return unsafe.SliceData(a) == unsafe.SliceData(b) }
 
-	a := Alloc(3 * big)
-	Recycle(a[:big])
-	if RecycledBytes() != 3*big*4 {
-		t.Fatalf("%d bytes wait, want %d", RecycledBytes(), 3*big*4)
+	a := Alloc(9 * big)
+	Recycle(a[:big], none)
+	if RecycledBytes() != 9*big*4 {
+		t.Fatalf("%d bytes wait, want %d", RecycledBytes(), 9*big*4)
 	}
 	hits := RecycleHits()
-	if b := AllocDirty(2*big - 3); !same(a, b) || len(b) != 2*big-3 || RecycleHits() != hits+1 || RecycledBytes() != 0 {
-		t.Fatalf("AllocDirty(%d) did not reuse the recycled buffer", 2*big-3)
+	if b := AllocDirty(8 * big); !same(a, b) || len(b) != 8*big || RecycleHits() != hits+1 || RecycledBytes() != 0 {
+		t.Fatalf("AllocDirty(%d) did not reuse the recycled buffer", 8*big)
 	}
 
-	Recycle(a)
-	if b := AllocDirty(big); same(a, b) {
-		t.Error("a buffer 3× too large was reused")
+	Recycle(a, none)
+	if b := AllocDirty(8*big - 1); same(a, b) {
+		t.Error("a buffer more than 1/8 too large was reused")
 	}
-	if RecycledBytes() != 3*big*4 {
-		t.Errorf("a smaller miss dropped a larger buffer")
+	if RecycledBytes() != 0 {
+		t.Errorf("a miss kept %d bytes waiting", RecycledBytes())
 	}
-	if b := AllocDirty(3*big + 1); same(a, b) || RecycledBytes() != 0 {
+	Recycle(a, none)
+	if b := AllocDirty(9*big + 1); same(a, b) || RecycledBytes() != 0 {
 		t.Errorf("a larger miss kept the smaller buffer (%d bytes wait)", RecycledBytes())
 	}
 
-	Recycle(make([]float32, big-1))
+	Recycle(make([]float32, big-1), none)
 	if RecycledBytes() != 0 {
 		t.Error("a small buffer was kept")
 	}
 
-	recycleLimit = 2 * big * 4
 	bufs := [][]float32{Alloc(big), Alloc(big), Alloc(big)}
 	for _, b := range bufs {
-		Recycle(b)
+		Recycle(b, 2*big*4)
 	}
 	if RecycledBytes() != 2*big*4 {
 		t.Errorf("%d bytes wait, want the bound %d", RecycledBytes(), 2*big*4)

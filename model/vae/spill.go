@@ -45,10 +45,12 @@ type spiller struct {
 	recycle  bool                    // dropped values go to tensor.Recycle, not Discard
 }
 
-// recycleAbove is the smallest budget under which dropped values are
+// recycleAbove is the smallest budget from which dropped values are
 // recycled (tensor.Recycle: the next activation of that size reuses the
 // pages, unzeroed) rather than given back to the OS: recycled buffers wait
-// outside the budget (up to 1 GiB), which a tight budget cannot afford.
+// outside the budget's accounting (up to the budget again, and only until
+// the next allocation of a larger size drops them), which a tight budget
+// cannot afford. The tiled 2048 decoder's tiles are 1–2 GB each.
 const recycleAbove = 4 << 30
 
 // recycleDropped turns recycling off when false (A/B measurements).
@@ -193,7 +195,7 @@ func park(t *tensor.Tensor) {
 // run's own (clones of the input and layer outputs), shared with nothing.
 func (sp *spiller) drop(t *tensor.Tensor) {
 	if sp.recycle {
-		tensor.Recycle(t.Storage())
+		tensor.Recycle(t.Storage(), int(min(sp.above, math.MaxInt/2)))
 	} else {
 		tensor.Discard(t.Storage())
 	}
