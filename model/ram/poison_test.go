@@ -1,6 +1,7 @@
 package ram
 
 import (
+	"flag"
 	"os"
 	"testing"
 
@@ -9,8 +10,12 @@ import (
 
 // TestMain runs the package's tests with every unspecified-content buffer
 // (tensor.Empty, AllocDirty) filled with NaN, so that an operation that
-// fails to write part of its output fails the golden comparisons.
+// fails to write part of its output fails the golden comparisons; not its
+// benchmarks, which time the real allocations.
 func TestMain(m *testing.M) {
-	tensor.PoisonDirty(true)
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		tensor.PoisonDirty(true)
+	}
 	os.Exit(m.Run())
 }

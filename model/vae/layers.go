@@ -236,9 +236,13 @@ func (u *Upsample2D) forward(x *tensor.Tensor, rows int) *tensor.Tensor {
 			}
 			o := out[:oc*(r1-r0)*W]
 			u.Conv.ForwardRaw(p, 1, br, W, band, o) // [OC, r1-r0, 2w]
-			for ch := 0; ch < oc; ch++ {
-				copy(yd[((b*oc+ch)*H+r0)*W:((b*oc+ch)*H+r1)*W], o[ch*(r1-r0)*W:(ch+1)*(r1-r0)*W])
-			}
+			// Into place, on every worker: y is fresh (unzeroed) memory,
+			// so this copy also takes its page faults.
+			parallel.For(oc, 1, func(c0, c1 int) {
+				for ch := c0; ch < c1; ch++ {
+					copy(yd[((b*oc+ch)*H+r0)*W:((b*oc+ch)*H+r1)*W], o[ch*(r1-r0)*W:(ch+1)*(r1-r0)*W])
+				}
+			})
 		}
 	}
 	return y
