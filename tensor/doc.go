@@ -3,4 +3,10 @@
 // PyTorch. Views (Reshape, Permute, Narrow, Slice) share storage; Contiguous
 // copies only when needed. It also converts float16 and bfloat16 to and from
 // float32, as checkpoints ship them.
+//
+// Large storage is allocated here: New zeroes it (Alloc), Empty does not
+// (AllocDirty), for outputs an operation writes in full; a buffer whose
+// values are dead can be handed to the next Empty of its size (Recycle), or
+// its pages given back to the OS (Discard). Tests that poison Empty's buffers
+// with NaN (PoisonDirty) catch an operation that leaves a value unwritten.
 package tensor

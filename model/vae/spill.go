@@ -58,7 +58,8 @@ var recycleDropped = true
 
 // newSpiller returns the spiller of a tiled (or untiled) forward. Without a
 // budget it never parks, but the tensors are still registered, so that each
-// gives its pages back as soon as its last use is over (see consume).
+// hands its buffer on (or its pages back) as soon as its last use is over
+// (see consume and drop).
 func newSpiller(s Spill) *spiller {
 	sp := &spiller{dir: s.Dir, above: s.Above}
 	if s.Above <= 0 {
@@ -261,7 +262,7 @@ func release(t *tensor.Tensor) {
 }
 
 // consume is release for a tensor whose values are dead: a registered one
-// also gives its pages back (see drop).
+// also hands its buffer on (see drop).
 func consume(t *tensor.Tensor) {
 	if v, ok := registry.Load(t); ok {
 		release(t)
