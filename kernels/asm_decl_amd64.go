@@ -304,3 +304,21 @@ func widenF16PF256(dst *float32, src *uint16, n int, pf int)
 //
 //go:noescape
 func prefetchRows(p *float32, stride, rows, lines int)
+
+// packT512 packs the transposed B panel of nr columns (a multiple of 16)
+// from the rows of W (row stride ld) for kc values (a multiple of 16):
+//
+//	for j := 0; j < nr; j++ {
+//		for p := 0; p < kc; p++ {
+//			dst[p*nr+j] = src[j*ld+p]
+//		}
+//	}
+//
+//go:noescape
+func packT512(dst *float32, nr int, src *float32, ld, kc int)
+
+// packTH512 is packT512 for float16 rows, widened:
+// dst[p*nr+j] = float32(src[j*ld+p]).
+//
+//go:noescape
+func packTH512(dst *float32, nr int, src *uint16, ld, kc int)

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"github.com/osediff-go/osediff/tensor"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -103,5 +104,70 @@ func TestSgemmConformance(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestPickArchA: an A read in place with a stride that is a multiple of 8 KiB
+// never gets a tile of more than 12 rows (they alias in L1); other strides,
+// and a transposed A (packed), keep pickArchMN's choice.
+func TestPickArchA(t *testing.T) {
+	for _, l := range levels()[1:] {
+		withISA(t, l, func() {
+			small := false
+			for _, a := range gemmArchs[l] {
+				small = small || a.mr <= 12
+			}
+			for _, c := range []struct {
+				m, n, lda int
+				trans     bool
+			}{{2048, 2048, 2048, false}, {2048, 2048, 2064, false}, {2048, 2048, 2048, true}, {4096, 1536, 6144, false}, {4096, 320, 320, false}, {14, 64, 4096, false}} {
+				got, def := pickArchA(c.m, c.n, c.lda, c.trans), pickArchMN(c.m, c.n)
+				aliased := c.lda%2048 == 0 && !c.trans
+				switch {
+				case aliased && small && got.mr > 12:
+					t.Errorf("%v %+v: %s, want at most 12 rows", l, c, got.name)
+				case (!aliased || def.mr <= 12) && got != def:
+					t.Errorf("%v %+v: %s, want pickArchMN's %s", l, c, got.name, def.name)
+				}
+			}
+		})
+	}
+}
+
+// TestPackTransposed: the transposing B packer (packT512, packTH512) gives the
+// scalar loop's panels, float32 and float16, at awkward k blocks, row
+// strides and panel offsets, with the partial last panel and k tails.
+func TestPackTransposed(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, l := range levels()[1:] {
+		withISA(t, l, func() {
+			v := fast()
+			for _, ar := range gemmArchs[l] {
+				for _, c := range []struct{ n, k, ld, pc, kc int }{
+					{ar.nr, 16, 16, 0, 16}, {ar.nr, 17, 19, 0, 17}, {2*ar.nr + 5, 300, 301, 0, 256}, {2 * ar.nr, 300, 333, 256, 44},
+					{ar.nr, 33, 33, 1, 31}, {3 * ar.nr, 64, 65, 0, 63}, {ar.nr + 1, 257, 257, 0, 257}, {ar.nr, 15, 15, 0, 15},
+				} {
+					w := randSlice(r, c.n*c.ld)
+					h := make([]uint16, len(w))
+					for i, x := range w {
+						h[i] = tensor.F32ToF16(x)
+					}
+					for _, m := range []Mat{F32(w), {F16: h}} {
+						np := (c.n + ar.nr - 1) / ar.nr
+						got, want := make([]float32, np*c.kc*ar.nr), make([]float32, np*c.kc*ar.nr)
+						matB(ar, m, c.ld, c.n, true, 1)(got, c.pc, c.kc, 0, c.n)
+						pt, pth := v.packT, v.packTH
+						v.packT, v.packTH = nil, nil
+						matB(ar, m, c.ld, c.n, true, 1)(want, c.pc, c.kc, 0, c.n)
+						v.packT, v.packTH = pt, pth
+						for i := range want {
+							if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+								t.Fatalf("%s %+v f16=%v: panel value %d = %g, want %g", ar.name, c, m.F16 != nil, i, got[i], want[i])
+							}
+						}
+					}
+				}
+			}
+		})
 	}
 }

@@ -583,6 +583,93 @@ func affineAct(s isa) {
 	p("RET")
 }
 
+// packT16: the transposed B packing of AVX-512 (see packT512 in
+// asm_decl_amd64.go): 16×16 blocks of rows of W, transposed in registers
+// (unpack ps, unpack pd, two 128-bit lane shuffles), stored as rows of the
+// nr-wide panel. With f16 the rows are float16 values widened on load.
+func packT16(f16 bool) {
+	name, sig, elem := "packT512", "(dst *float32, nr int, src *float32, ld, kc int)", 4
+	if f16 {
+		name, sig, elem = "packTH512", "(dst *float32, nr int, src *uint16, ld, kc int)", 2
+	}
+	header(name, sig, 40)
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ nr+8(FP), R9")
+	p("MOVQ src+16(FP), SI")
+	p("MOVQ ld+24(FP), R8")
+	p("MOVQ kc+32(FP), R10")
+	p("SHRQ $4, R10") // p blocks
+	p("JEQ %sdone", name)
+	p("SHLQ $%d, R8", map[int]int{4: 2, 2: 1}[elem]) // ld in bytes
+	p("MOVQ R9, CX")
+	p("SHRQ $4, CX") // row groups
+	p("JEQ %sdone", name)
+	p("SHLQ $2, R9") // dst row stride in bytes
+	label(name + "group")
+	p("MOVQ SI, R11") // source of this p block
+	p("MOVQ DI, R12") // destination of this p block
+	p("MOVQ R10, DX")
+	label(name + "block")
+	p("MOVQ R11, AX")
+	for r := 0; r < 16; r++ {
+		if f16 {
+			p("VCVTPH2PS (AX), Z%d", r)
+		} else {
+			p("VMOVUPS (AX), Z%d", r)
+		}
+		if r < 15 {
+			p("ADDQ R8, AX")
+		}
+	}
+	for i := 0; i < 8; i++ {
+		p("VUNPCKLPS Z%d, Z%d, Z%d", 2*i+1, 2*i, 16+2*i)
+		p("VUNPCKHPS Z%d, Z%d, Z%d", 2*i+1, 2*i, 16+2*i+1)
+	}
+	for i := 0; i < 4; i++ {
+		a := func(k int) int { return 16 + 4*i + k }
+		p("VUNPCKLPD Z%d, Z%d, Z%d", a(2), a(0), 4*i)
+		p("VUNPCKHPD Z%d, Z%d, Z%d", a(2), a(0), 4*i+1)
+		p("VUNPCKLPD Z%d, Z%d, Z%d", a(3), a(1), 4*i+2)
+		p("VUNPCKHPD Z%d, Z%d, Z%d", a(3), a(1), 4*i+3)
+	}
+	for q := 0; q < 4; q++ {
+		b := func(i int) int { return 4*i + q }
+		cq := func(k int) int { return 16 + 4*q + k }
+		p("VSHUFF32X4 $0x44, Z%d, Z%d, Z%d", b(1), b(0), cq(0))
+		p("VSHUFF32X4 $0xEE, Z%d, Z%d, Z%d", b(1), b(0), cq(1))
+		p("VSHUFF32X4 $0x44, Z%d, Z%d, Z%d", b(3), b(2), cq(2))
+		p("VSHUFF32X4 $0xEE, Z%d, Z%d, Z%d", b(3), b(2), cq(3))
+	}
+	for q := 0; q < 4; q++ {
+		cq := func(k int) int { return 16 + 4*q + k }
+		p("VSHUFF32X4 $0x88, Z%d, Z%d, Z%d", cq(2), cq(0), q)
+		p("VSHUFF32X4 $0xDD, Z%d, Z%d, Z%d", cq(2), cq(0), 4+q)
+		p("VSHUFF32X4 $0x88, Z%d, Z%d, Z%d", cq(3), cq(1), 8+q)
+		p("VSHUFF32X4 $0xDD, Z%d, Z%d, Z%d", cq(3), cq(1), 12+q)
+	}
+	p("MOVQ R12, BX")
+	for r := 0; r < 16; r++ {
+		p("VMOVUPS Z%d, (BX)", r)
+		if r < 15 {
+			p("ADDQ R9, BX")
+		}
+	}
+	p("ADDQ $%d, R11", 16*elem)
+	p("LEAQ (R12)(R9*8), R12")
+	p("LEAQ (R12)(R9*8), R12")
+	p("DECQ DX")
+	p("JNZ %sblock", name)
+	p("MOVQ R8, AX")
+	p("SHLQ $4, AX")
+	p("ADDQ AX, SI")  // next 16 rows of W
+	p("ADDQ $64, DI") // next 16 columns of the panel
+	p("DECQ CX")
+	p("JNZ %sgroup", name)
+	label(name + "done")
+	p("VZEROUPPER")
+	p("RET")
+}
+
 // sigMul: y = x / (1 + exp(-alpha*x)).
 func sigMulFn(s isa) {
 	name := "sigMul" + s.suffix
@@ -952,6 +1039,8 @@ func main() {
 	packRows(avx512, 3)
 	packRows(avx2, 2)
 	prefetchRows()
+	packT16(false)
+	packT16(true)
 	for _, s := range []isa{avx512, avx2} {
 		expScaleSum(s)
 		softmaxTile(s)

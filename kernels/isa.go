@@ -83,6 +83,10 @@ type vecOps struct {
 	widenF16    func(dst *float32, src *uint16, n int)
 	widenF16PF  func(dst *float32, src *uint16, n int, pf int) // and prefetch src+pf bytes
 	prefetch    func(p *float32, stride, rows, lines int)      // prefetchRows
+	// packT and packTH pack a transposed B panel from float32 or float16
+	// rows (packT512; nil where the level has none).
+	packT  func(dst *float32, nr int, src *float32, ld, kc int)
+	packTH func(dst *float32, nr int, src *uint16, ld, kc int)
 }
 
 var (
