@@ -436,6 +436,65 @@ func loop(s isa, name string, ptrs []string, body func()) {
 
 func bcast(s isa, src, dst string) { p("VBROADCASTSS %s, %s", src, dst) }
 
+// capture returns the instructions f emits, one per element, instead of
+// emitting them.
+func capture(f func()) []string {
+	saved := out
+	out = bytes.Buffer{}
+	f()
+	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+	out = saved
+	return lines
+}
+
+// loopU is loop with u vectors per iteration: the u bodies (body(k, off):
+// vector k, at byte offset off from the pointers, in its own registers) are
+// emitted interleaved instruction by instruction, so that their independent
+// dependency chains sit side by side in the scheduler. A long chain (exp,
+// SiLU: ~20 dependent operations) otherwise keeps only a few vectors in
+// flight and runs at its latency, not at the FMA pipes' rate. The rest
+// (n mod u·w) runs one vector per iteration with body(0, 0).
+func loopU(s isa, name string, ptrs []string, u int, body func(k, off int)) {
+	p("CMPQ CX, $%d", u*s.w)
+	p("JLT %stail", name)
+	label(name + "unr")
+	blocks := make([][]string, u)
+	for k := range blocks {
+		blocks[k] = capture(func() { body(k, k*s.w*4) })
+	}
+	for i := 0; ; i++ {
+		more := false
+		for _, b := range blocks {
+			if i < len(b) {
+				out.WriteString(b[i] + "\n")
+				more = true
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	for _, r := range ptrs {
+		p("ADDQ $%d, %s", u*s.w*4, r)
+	}
+	p("SUBQ $%d, CX", u*s.w)
+	p("CMPQ CX, $%d", u*s.w)
+	p("JGE %sunr", name)
+	label(name + "tail")
+	loop(s, name, ptrs, func() { body(0, 0) })
+}
+
+// unroll is the number of interleaved vectors of loopU for bodies that
+// need five registers each (and three shared ones).
+func unroll(s isa) int {
+	if s.reg == "Z" {
+		return 4
+	}
+	return 2
+}
+
+
+
 // expScaleSum: x[i] = exp(x[i]*scale - shift); returns the sum.
 func expScaleSum(s isa) {
 	name := "expScaleSum" + s.suffix
@@ -451,19 +510,28 @@ func expScaleSum(s isa) {
 }
 
 // expSumLoop emits x[i] = exp(scale·x[i] − shift) over the CX floats at ptr
-// (scale in register 8, shift in register 9; registers 0–4 are used) and
-// leaves their sum in X0.
+// (scale in register 8, shift in register 9; registers 0–4 and 10–21 (zmm)
+// or 10–13 (ymm) are used) and leaves their sum in X0.
 func expSumLoop(s isa, label, ptr string) {
 	p("VXORPS Y0, Y0, Y0")
 	if s.reg == "Z" {
 		p("VPXORD Z0, Z0, Z0")
 	}
-	loop(s, label, []string{ptr}, func() {
-		p("VMOVUPS (%s), %s", ptr, s.r(1))
-		p("VFMSUB213PS %s, %s, %s", s.r(9), s.r(8), s.r(1)) // v = scale*v - shift
-		exp(s, s.r(1), s.r(2), s.r(3), s.r(4))
-		p("VMOVUPS %s, (%s)", s.r(1), ptr)
-		p("VADDPS %s, %s, %s", s.r(1), s.r(0), s.r(0))
+	// Vector k of an unrolled step uses registers 1–4 (k = 0) or
+	// 10+4(k−1)… (5–9 are the callers'); the interleaved sums still add
+	// the vectors in order, so the total has the one-vector loop's bits.
+	loopU(s, label, []string{ptr}, unroll(s), func(k, off int) {
+		r := func(i int) string {
+			if k == 0 {
+				return s.r(1 + i)
+			}
+			return s.r(10 + 4*(k-1) + i)
+		}
+		p("VMOVUPS %d(%s), %s", off, ptr, r(0))
+		p("VFMSUB213PS %s, %s, %s", s.r(9), s.r(8), r(0)) // v = scale*v - shift
+		exp(s, r(0), r(1), r(2), r(3))
+		p("VMOVUPS %s, %d(%s)", r(0), off, ptr)
+		p("VADDPS %s, %s, %s", r(0), s.r(0), s.r(0))
 	})
 	hsum(s, 0, 1)
 }
@@ -552,35 +620,47 @@ func maxv(s isa) {
 	p("RET")
 }
 
-// affineAct: y = a*x + b, then SiLU when act != 0.
+// affineAct: y = a*x + b, then SiLU when act&1 != 0; with act&2 the stores
+// are non-temporal (y aligned to the vector width; SFENCE at the end).
 func affineAct(s isa) {
 	name := "affineAct" + s.suffix
 	header(name, "(x, y *float32, n int, a, b float32, act int)", 40)
 	p("MOVQ x+0(FP), SI")
 	p("MOVQ y+8(FP), DI")
 	p("MOVQ n+16(FP), CX")
-	bcast(s, "a+24(FP)", s.r(8))
-	bcast(s, "b+28(FP)", s.r(9))
-	p("VMOVUPS %s, %s", c("negone"), s.r(10))
+	ra, rb, rn := s.r(s.nregs-3), s.r(s.nregs-2), s.r(s.nregs-1)
+	bcast(s, "a+24(FP)", ra)
+	bcast(s, "b+28(FP)", rb)
+	p("VMOVUPS %s, %s", c("negone"), rn)
 	p("MOVQ act+32(FP), AX")
-	p("TESTQ AX, AX")
-	p("JNE %ssilu", name)
-	loop(s, name+"plain", []string{"SI", "DI"}, func() {
-		p("VMOVUPS (SI), %s", s.r(0))
-		p("VFMADD213PS %s, %s, %s", s.r(9), s.r(8), s.r(0))
-		p("VMOVUPS %s, (DI)", s.r(0))
-	})
-	p("VZEROUPPER")
-	p("RET")
-	label(name + "silu")
-	loop(s, name+"act", []string{"SI", "DI"}, func() {
-		p("VMOVUPS (SI), %s", s.r(0))
-		p("VFMADD213PS %s, %s, %s", s.r(9), s.r(8), s.r(0))
-		sigmul(s, s.r(0), s.r(10), s.r(1), s.r(2), s.r(3), s.r(4))
-		p("VMOVUPS %s, (DI)", s.r(0))
-	})
-	p("VZEROUPPER")
-	p("RET")
+	p("CMPQ AX, $1")
+	p("JEQ %ssilu", name)
+	p("CMPQ AX, $2")
+	p("JEQ %snt", name)
+	p("CMPQ AX, $3")
+	p("JEQ %ssilunt", name)
+	for _, v := range []struct {
+		suffix, store string
+		act           bool
+	}{{"plain", "VMOVUPS", false}, {"silu", "VMOVUPS", true}, {"nt", "VMOVNTPS", false}, {"silunt", "VMOVNTPS", true}} {
+		if v.suffix != "plain" {
+			label(name + v.suffix)
+		}
+		loopU(s, name+v.suffix+"l", []string{"SI", "DI"}, unroll(s), func(k, off int) {
+			r := func(i int) string { return s.r(5*k + i) }
+			p("VMOVUPS %d(SI), %s", off, r(0))
+			p("VFMADD213PS %s, %s, %s", rb, ra, r(0))
+			if v.act {
+				sigmul(s, r(0), rn, r(1), r(2), r(3), r(4))
+			}
+			p("%s %s, %d(DI)", v.store, r(0), off)
+		})
+		if v.store == "VMOVNTPS" {
+			p("SFENCE")
+		}
+		p("VZEROUPPER")
+		p("RET")
+	}
 }
 
 // packT16: the transposed B packing of AVX-512 (see packT512 in
@@ -677,12 +757,14 @@ func sigMulFn(s isa) {
 	p("MOVQ x+0(FP), SI")
 	p("MOVQ y+8(FP), DI")
 	p("MOVQ n+16(FP), CX")
-	bcast(s, "alpha+24(FP)", s.r(10))
-	p("VXORPS %s, %s, %s", c("signmask"), s.r(10), s.r(10))
-	loop(s, name, []string{"SI", "DI"}, func() {
-		p("VMOVUPS (SI), %s", s.r(0))
-		sigmul(s, s.r(0), s.r(10), s.r(1), s.r(2), s.r(3), s.r(4))
-		p("VMOVUPS %s, (DI)", s.r(0))
+	rn := s.r(s.nregs - 1)
+	bcast(s, "alpha+24(FP)", rn)
+	p("VXORPS %s, %s, %s", c("signmask"), rn, rn)
+	loopU(s, name, []string{"SI", "DI"}, unroll(s), func(k, off int) {
+		r := func(i int) string { return s.r(5*k + i) }
+		p("VMOVUPS %d(SI), %s", off, r(0))
+		sigmul(s, r(0), rn, r(1), r(2), r(3), r(4))
+		p("VMOVUPS %s, %d(DI)", r(0), off)
 	})
 	p("VZEROUPPER")
 	p("RET")
