@@ -493,8 +493,6 @@ func unroll(s isa) int {
 	return 2
 }
 
-
-
 // expScaleSum: x[i] = exp(x[i]*scale - shift); returns the sum.
 func expScaleSum(s isa) {
 	name := "expScaleSum" + s.suffix
