@@ -322,3 +322,13 @@ func packT512(dst *float32, nr int, src *float32, ld, kc int)
 //
 //go:noescape
 func packTH512(dst *float32, nr int, src *uint16, ld, kc int)
+
+// even512 sets dst[i] = src[2*i] for i < n, n a multiple of 16 (it reads
+// src[0 : 2*n]):
+//
+//	for i := 0; i < n; i++ {
+//		dst[i] = src[2*i]
+//	}
+//
+//go:noescape
+func even512(dst, src *float32, n int)

@@ -207,6 +207,10 @@ func PhaseImages[T any](x []float32, xp []T, c, h, w, padT, padL, sh, sw, hps, w
 						run(row[s0:s1], src[s0+b-padL:])
 						continue
 					}
+					if f, ok := any(row).([]float32); ok {
+						gatherStride(f[s0:s1], src[sw*s0+b-padL:], sw)
+						continue
+					}
 					for s, k := s0, sw*s0+b-padL; s < s1; s, k = s+1, k+sw {
 						row[s] = one(src[k])
 					}
@@ -217,4 +221,29 @@ func PhaseImages[T any](x []float32, xp []T, c, h, w, padT, padL, sh, sw, hps, w
 }
 
 func copyRun(dst, src []float32) { copy(dst, src) }
+
+// gatherStride sets dst[i] = src[i*stride].
+func gatherStride(dst, src []float32, stride int) {
+	if len(dst) == 0 {
+		return
+	}
+	src = src[:(len(dst)-1)*stride+1]
+	if stride == 2 {
+		i := 0
+		if v := fast(); v != nil && v.even != nil {
+			// Whole vectors that stay inside src (they read 2·n values).
+			i = (len(dst) - 1) / 16 * 16
+			if i > 0 {
+				v.even(&dst[0], &src[0], i)
+			}
+		}
+		for ; i < len(dst); i++ {
+			dst[i] = src[2*i]
+		}
+		return
+	}
+	for i, k := 0, 0; i < len(dst); i, k = i+1, k+stride {
+		dst[i] = src[k]
+	}
+}
 func same(v float32) float32     { return v }

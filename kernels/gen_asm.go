@@ -748,6 +748,26 @@ func packT16(f16 bool) {
 	p("RET")
 }
 
+// even512: dst[i] = src[2i] for n (a multiple of 16) values: two loads and
+// one VPERMT2PS (indices 0, 2, …, 30 of the pair) per 16 values; the stride-2
+// convolutions' phase images are built with it.
+func even512() {
+	header("even512", "(dst, src *float32, n int)", 24)
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ src+8(FP), SI")
+	p("MOVQ n+16(FP), CX")
+	p("VMOVDQU32 ·evenidx(SB), Z2")
+	loop(avx512, "even512", nil, func() {
+		p("VMOVUPS (SI), Z0")
+		p("VPERMT2PS 64(SI), Z2, Z0")
+		p("VMOVUPS Z0, (DI)")
+		p("ADDQ $128, SI")
+		p("ADDQ $64, DI")
+	})
+	p("VZEROUPPER")
+	p("RET")
+}
+
 // sigMul: y = x / (1 + exp(-alpha*x)).
 func sigMulFn(s isa) {
 	name := "sigMul" + s.suffix
@@ -1121,6 +1141,7 @@ func main() {
 	prefetchRows()
 	packT16(false)
 	packT16(true)
+	even512()
 	for _, s := range []isa{avx512, avx2} {
 		expScaleSum(s)
 		softmaxTile(s)
@@ -1146,6 +1167,10 @@ func main() {
 		}
 	}
 	fmt.Fprintf(&out, "GLOBL ·kconst(SB), RODATA|NOPTR, $%d\n", len(constBits)*64)
+	for i := 0; i < 16; i++ {
+		fmt.Fprintf(&out, "DATA ·evenidx+%d(SB)/4, $%d\n", i*4, 2*i)
+	}
+	fmt.Fprintf(&out, "GLOBL ·evenidx(SB), RODATA|NOPTR, $64\n")
 	src := strings.ReplaceAll(out.String(), "\t\n", "\n")
 	if err := os.WriteFile("kernels_amd64.s", []byte(src), 0o644); err != nil {
 		panic(err)

@@ -3627,6 +3627,26 @@ packTH512done:
 	VZEROUPPER
 	RET
 
+// func even512(dst, src *float32, n int)
+TEXT ·even512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VMOVDQU32 ·evenidx(SB), Z2
+	TESTQ CX, CX
+	JEQ even512done
+even512loop:
+	VMOVUPS (SI), Z0
+	VPERMT2PS 64(SI), Z2, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $128, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JNZ even512loop
+even512done:
+	VZEROUPPER
+	RET
+
 // func expScaleSum512(x *float32, n int, scale, shift float32) float32
 TEXT ·expScaleSum512(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
@@ -6974,3 +6994,20 @@ DATA ·kconst+3572(SB)/4, $0x41200000
 DATA ·kconst+3576(SB)/4, $0x41200000
 DATA ·kconst+3580(SB)/4, $0x41200000
 GLOBL ·kconst(SB), RODATA|NOPTR, $3584
+DATA ·evenidx+0(SB)/4, $0
+DATA ·evenidx+4(SB)/4, $2
+DATA ·evenidx+8(SB)/4, $4
+DATA ·evenidx+12(SB)/4, $6
+DATA ·evenidx+16(SB)/4, $8
+DATA ·evenidx+20(SB)/4, $10
+DATA ·evenidx+24(SB)/4, $12
+DATA ·evenidx+28(SB)/4, $14
+DATA ·evenidx+32(SB)/4, $16
+DATA ·evenidx+36(SB)/4, $18
+DATA ·evenidx+40(SB)/4, $20
+DATA ·evenidx+44(SB)/4, $22
+DATA ·evenidx+48(SB)/4, $24
+DATA ·evenidx+52(SB)/4, $26
+DATA ·evenidx+56(SB)/4, $28
+DATA ·evenidx+60(SB)/4, $30
+GLOBL ·evenidx(SB), RODATA|NOPTR, $64

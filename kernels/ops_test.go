@@ -275,3 +275,29 @@ func TestUpsample2xNearest(t *testing.T) {
 		}
 	}
 }
+
+// TestGatherStride: the strided gather of the phase images (even512 at stride
+// 2) equals the scalar loop at awkward lengths and source offsets.
+func TestGatherStride(t *testing.T) {
+	for _, l := range levels() {
+		withISA(t, l, func() {
+			for _, stride := range []int{2, 3} {
+				for _, n := range []int{0, 1, 2, 15, 16, 17, 31, 32, 33, 63, 65, 127, 257} {
+					for off := 0; off < 3; off++ {
+						src := make([]float32, off+(max(n, 1)-1)*stride+1)
+						for i := range src {
+							src[i] = float32(i)
+						}
+						dst := make([]float32, n)
+						gatherStride(dst, src[off:], stride)
+						for i, v := range dst {
+							if want := src[off+i*stride]; v != want {
+								t.Fatalf("%v stride %d n %d off %d: dst[%d] = %g, want %g", l, stride, n, off, i, v, want)
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
