@@ -246,4 +246,4 @@ func gatherStride(dst, src []float32, stride int) {
 		dst[i] = src[k]
 	}
 }
-func same(v float32) float32     { return v }
+func same(v float32) float32 { return v }
