@@ -23,7 +23,7 @@ func init() {
 		vecTables[AVX512] = &vecOps{w: 16, expScaleSum: expScaleSum512, softmaxTile: softmaxTile512, maxv: maxv512, affineAct: affineAct512,
 			sigMul: sigMul512, sumStats: sumStats512, normAffine: normAffine512, addv: addv512, mulv: mulv512,
 			axpy: axpy512, scaleAdd: scaleAdd512, gelu: gelu512, geglu: geglu512, fmaLoop: fmaLoop512, widenF16: widenF16512, widenF16PF: widenF16PF512, prefetch: prefetchRows,
-			packT: packT512, packTH: packTH512, even: even512}
+			packT: packT512, packTH: packTH512, even: even512, zip: zip512}
 	}
 	current.Store(int32(detected))
 }

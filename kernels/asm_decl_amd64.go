@@ -332,3 +332,12 @@ func packTH512(dst *float32, nr int, src *uint16, ld, kc int)
 //
 //go:noescape
 func even512(dst, src *float32, n int)
+
+// zip512 interleaves a and b, n values each (a multiple of 16):
+//
+//	for i := 0; i < n; i++ {
+//		dst[2*i], dst[2*i+1] = a[i], b[i]
+//	}
+//
+//go:noescape
+func zip512(dst, a, b *float32, n int)

@@ -210,3 +210,22 @@ func onesZeros(n int, gamma, beta []float32) ([]float32, []float32) {
 	}
 	return gamma, beta
 }
+
+// Zip interleaves a and b into dst: dst[2i] = a[i], dst[2i+1] = b[i]
+// (len(dst) = 2·len(a) = 2·len(b)).
+func Zip(dst, a, b []float32) {
+	n := len(a)
+	if len(b) != n || len(dst) != 2*n {
+		panic("kernels.Zip: lengths")
+	}
+	i := 0
+	if v := fast(); v != nil && v.zip != nil {
+		i = n / 16 * 16
+		if i > 0 {
+			v.zip(&dst[0], &a[0], &b[0], i)
+		}
+	}
+	for ; i < n; i++ {
+		dst[2*i], dst[2*i+1] = a[i], b[i]
+	}
+}

@@ -768,6 +768,31 @@ func even512() {
 	p("RET")
 }
 
+// zip512: dst[2i] = a[i], dst[2i+1] = b[i] for n (a multiple of 16) values:
+// two loads and two VPERMT2PS per 32 outputs.
+func zip512() {
+	header("zip512", "(dst, a, b *float32, n int)", 32)
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ a+8(FP), SI")
+	p("MOVQ b+16(FP), DX")
+	p("MOVQ n+24(FP), CX")
+	p("VMOVDQU32 ·zipidx(SB), Z3")
+	p("VMOVDQU32 ·zipidx+64(SB), Z4")
+	loop(avx512, "zip512", nil, func() {
+		p("VMOVUPS (SI), Z0")
+		p("VMOVAPS Z0, Z1")
+		p("VPERMT2PS (DX), Z3, Z0")
+		p("VPERMT2PS (DX), Z4, Z1")
+		p("VMOVUPS Z0, (DI)")
+		p("VMOVUPS Z1, 64(DI)")
+		p("ADDQ $64, SI")
+		p("ADDQ $64, DX")
+		p("ADDQ $128, DI")
+	})
+	p("VZEROUPPER")
+	p("RET")
+}
+
 // sigMul: y = x / (1 + exp(-alpha*x)).
 func sigMulFn(s isa) {
 	name := "sigMul" + s.suffix
@@ -1142,6 +1167,7 @@ func main() {
 	packT16(false)
 	packT16(true)
 	even512()
+	zip512()
 	for _, s := range []isa{avx512, avx2} {
 		expScaleSum(s)
 		softmaxTile(s)
@@ -1171,6 +1197,10 @@ func main() {
 		fmt.Fprintf(&out, "DATA ·evenidx+%d(SB)/4, $%d\n", i*4, 2*i)
 	}
 	fmt.Fprintf(&out, "GLOBL ·evenidx(SB), RODATA|NOPTR, $64\n")
+	for i := 0; i < 32; i++ {
+		fmt.Fprintf(&out, "DATA ·zipidx+%d(SB)/4, $%d\n", i*4, i/2+16*(i%2))
+	}
+	fmt.Fprintf(&out, "GLOBL ·zipidx(SB), RODATA|NOPTR, $128\n")
 	src := strings.ReplaceAll(out.String(), "\t\n", "\n")
 	if err := os.WriteFile("kernels_amd64.s", []byte(src), 0o644); err != nil {
 		panic(err)

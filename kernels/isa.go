@@ -87,7 +87,8 @@ type vecOps struct {
 	// rows (packT512; nil where the level has none).
 	packT  func(dst *float32, nr int, src *float32, ld, kc int)
 	packTH func(dst *float32, nr int, src *uint16, ld, kc int)
-	even   func(dst, src *float32, n int) // even512 (nil: none)
+	even   func(dst, src *float32, n int)  // even512 (nil: none)
+	zip    func(dst, a, b *float32, n int) // zip512 (nil: none)
 }
 
 var (

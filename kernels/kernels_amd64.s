@@ -3647,6 +3647,32 @@ even512done:
 	VZEROUPPER
 	RET
 
+// func zip512(dst, a, b *float32, n int)
+TEXT ·zip512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+	VMOVDQU32 ·zipidx(SB), Z3
+	VMOVDQU32 ·zipidx+64(SB), Z4
+	TESTQ CX, CX
+	JEQ zip512done
+zip512loop:
+	VMOVUPS (SI), Z0
+	VMOVAPS Z0, Z1
+	VPERMT2PS (DX), Z3, Z0
+	VPERMT2PS (DX), Z4, Z1
+	VMOVUPS Z0, (DI)
+	VMOVUPS Z1, 64(DI)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $128, DI
+	SUBQ $16, CX
+	JNZ zip512loop
+zip512done:
+	VZEROUPPER
+	RET
+
 // func expScaleSum512(x *float32, n int, scale, shift float32) float32
 TEXT ·expScaleSum512(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
@@ -7011,3 +7037,36 @@ DATA ·evenidx+52(SB)/4, $26
 DATA ·evenidx+56(SB)/4, $28
 DATA ·evenidx+60(SB)/4, $30
 GLOBL ·evenidx(SB), RODATA|NOPTR, $64
+DATA ·zipidx+0(SB)/4, $0
+DATA ·zipidx+4(SB)/4, $16
+DATA ·zipidx+8(SB)/4, $1
+DATA ·zipidx+12(SB)/4, $17
+DATA ·zipidx+16(SB)/4, $2
+DATA ·zipidx+20(SB)/4, $18
+DATA ·zipidx+24(SB)/4, $3
+DATA ·zipidx+28(SB)/4, $19
+DATA ·zipidx+32(SB)/4, $4
+DATA ·zipidx+36(SB)/4, $20
+DATA ·zipidx+40(SB)/4, $5
+DATA ·zipidx+44(SB)/4, $21
+DATA ·zipidx+48(SB)/4, $6
+DATA ·zipidx+52(SB)/4, $22
+DATA ·zipidx+56(SB)/4, $7
+DATA ·zipidx+60(SB)/4, $23
+DATA ·zipidx+64(SB)/4, $8
+DATA ·zipidx+68(SB)/4, $24
+DATA ·zipidx+72(SB)/4, $9
+DATA ·zipidx+76(SB)/4, $25
+DATA ·zipidx+80(SB)/4, $10
+DATA ·zipidx+84(SB)/4, $26
+DATA ·zipidx+88(SB)/4, $11
+DATA ·zipidx+92(SB)/4, $27
+DATA ·zipidx+96(SB)/4, $12
+DATA ·zipidx+100(SB)/4, $28
+DATA ·zipidx+104(SB)/4, $13
+DATA ·zipidx+108(SB)/4, $29
+DATA ·zipidx+112(SB)/4, $14
+DATA ·zipidx+116(SB)/4, $30
+DATA ·zipidx+120(SB)/4, $15
+DATA ·zipidx+124(SB)/4, $31
+GLOBL ·zipidx(SB), RODATA|NOPTR, $128

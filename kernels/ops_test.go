@@ -301,3 +301,24 @@ func TestGatherStride(t *testing.T) {
 		})
 	}
 }
+
+// TestZip: the interleave (zip512) equals the scalar loop at awkward lengths.
+func TestZip(t *testing.T) {
+	for _, l := range levels() {
+		withISA(t, l, func() {
+			for _, n := range []int{0, 1, 15, 16, 17, 31, 33, 63, 65, 127, 257} {
+				a, b := make([]float32, n), make([]float32, n)
+				for i := range a {
+					a[i], b[i] = float32(i), float32(-i-1)
+				}
+				dst := make([]float32, 2*n)
+				Zip(dst, a, b)
+				for i := 0; i < n; i++ {
+					if dst[2*i] != a[i] || dst[2*i+1] != b[i] {
+						t.Fatalf("%v n %d: dst[%d:%d] = %v, want %g %g", l, n, 2*i, 2*i+2, dst[2*i:2*i+2], a[i], b[i])
+					}
+				}
+			}
+		})
+	}
+}

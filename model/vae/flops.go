@@ -75,3 +75,17 @@ func DecoderFLOPs(cfg Config, h, w int) float64 {
 	f += convFLOPs(boc[0], cfg.OutChannels, 3, h, w)
 	return f
 }
+
+// UpsamplerFLOPs counts the decoder's upsampler convolutions on an h×w
+// latent (part of DecoderFLOPs). Where they run as phase convolutions
+// (nn.Conv2d.ForwardUpsample2x) they execute 4/9 of this count.
+func UpsamplerFLOPs(cfg Config, h, w int) float64 {
+	boc := cfg.BlockOutChannels
+	f := 0.0
+	for i := 0; i < len(boc)-1; i++ {
+		h, w = 2*h, 2*w
+		c := boc[len(boc)-1-i]
+		f += convFLOPs(c, c, 3, h, w)
+	}
+	return f
+}

@@ -244,10 +244,14 @@ func TestUpsampleBands(t *testing.T) {
 	u.Conv.Bias.SetData(randTensor(r, 8).Data())
 	x := randTensor(r, 2, 8, 7, 5)
 	want := u.Conv.Forward(nn.Upsample2x(x))
-	for _, rows := range []int{1, 2, 3, 5, 13, 14, 100} {
-		got := u.forward(x, rows)
-		if d, _, _, err := maxAbsDiff(got, want); err != nil || d > 1e-5 {
-			t.Fatalf("%d-row bands: max|diff| %g, %v", rows, d, err)
+	defer func(v bool) { upsampleViaImage = v }(upsampleViaImage)
+	for _, viaImage := range []bool{true, false} {
+		upsampleViaImage = viaImage // false: the phase convolutions (bands of their own)
+		for _, rows := range []int{1, 2, 3, 5, 13, 14, 100} {
+			got := u.forward(x, rows)
+			if d, _, _, err := maxAbsDiff(got, want); err != nil || d > 1e-5 {
+				t.Fatalf("via image %v, %d-row bands: max|diff| %g, %v", viaImage, rows, d, err)
+			}
 		}
 	}
 }
