@@ -71,8 +71,9 @@ type BenchStage struct {
 	GFLOPs  float64 `json:"gflops"`
 	Peak    float64 `json:"percent_of_peak"`
 	// ExecutedFLOPs, where it differs from FLOPs, is what the stage computed:
-	// the VAE decoder's upsamplers run as 2×2 phase convolutions, 4/9 of
-	// their counted FLOPs (fp32 and fp16 weights; not in bf16).
+	// the VAE decoder's and the UNet's upsamplers run as 2×2 phase
+	// convolutions, 4/9 of their counted FLOPs (fp32 and fp16 weights; not
+	// in bf16).
 	ExecutedFLOPs float64 `json:"executed_flops,omitempty"`
 }
 
@@ -168,12 +169,13 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, 
 	W, H := res.Plan.W, res.Plan.H
 	h, w := H/8, W/8
 	ucfg := p.UNet.Config
-	unetFLOPs := 0.0
+	unetFLOPs, unetExec := 0.0, 0.0
 	if h*w <= 96*96 {
-		unetFLOPs = unet.FLOPs(ucfg, h, w, 77)
+		unetFLOPs, unetExec = unet.FLOPs(ucfg, h, w, 77), unet.ExecutedFLOPs(ucfg, h, w, 77)
 	} else {
 		for _, t := range LatentTileBoxes(h, w, 96, 32) {
 			unetFLOPs += unet.FLOPs(ucfg, t.H, t.W, 77)
+			unetExec += unet.ExecutedFLOPs(ucfg, t.H, t.W, 77)
 		}
 	}
 	flops := map[string]float64{
@@ -191,6 +193,9 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, 
 	executed := map[string]float64{}
 	if up := p.VAE.Decoder.UpBlocks; len(up) > 0 && len(up[0].Upsamplers) > 0 && up[0].Upsamplers[0].Conv.CanUpsampleConv() {
 		executed["vae_decode"] = flops["vae_decode"] - 5.0/9*vae.UpsamplerFLOPs(p.VAE.Cfg, h, w)
+	}
+	if up := p.UNet.UpBlocks; len(up) > 0 && len(up[0].Upsamplers) > 0 && up[0].Upsamplers[0].Conv.CanUpsampleConv() {
+		executed["unet"] = unetExec
 	}
 	for _, s := range res.Stages {
 		f := flops[s.Name]

@@ -7,7 +7,14 @@ import "github.com/osediff-go/osediff/nn"
 // embedding included) and the two attention matmuls, a multiply-add counting
 // as 2. Norms, activations, softmax and additions are not counted (the
 // convention of ../shared/design/peer-bench.md).
-func FLOPs(cfg Config, h, w, textLen int) float64 {
+func FLOPs(cfg Config, h, w, textLen int) float64 { return flops(cfg, h, w, textLen, false) }
+
+// ExecutedFLOPs is FLOPs as the upsamplers compute an exact ×2: as phase
+// convolutions, 4/9 of their counted FLOPs (Upsample2D.Forward; fp32 and
+// fp16 weights, not bf16).
+func ExecutedFLOPs(cfg Config, h, w, textLen int) float64 { return flops(cfg, h, w, textLen, true) }
+
+func flops(cfg Config, h, w, textLen int, phases bool) float64 {
 	m := New(cfg) // shapes only, no weight storage
 	var f float64
 	conv := func(c *nn.Conv2d, h, w int) (int, int) {
@@ -78,7 +85,12 @@ func FLOPs(cfg Config, h, w, textLen int) float64 {
 		sizes = sizes[:len(sizes)-len(b.Resnets)]
 		for j := range b.Upsamplers {
 			next := sizes[len(sizes)-1]
+			before := f
+			exact := next[0] == 2*h && next[1] == 2*w
 			h, w = conv(b.Upsamplers[j].Conv, next[0], next[1])
+			if phases && exact {
+				f = before + (f-before)*4/9
+			}
 		}
 	}
 	conv(m.ConvOut, h, w)

@@ -94,10 +94,23 @@ func NewUpsample2D(ch int) *Upsample2D {
 // Forward maps x [N, C, H, W] to [N, C, oh, ow]; oh, ow are 2H, 2W in the
 // regular case and the next skip connection's size when the latent is not a
 // multiple of 2^(number of upsamplers) (diffusers' forward_upsample_size).
+// An exact ×2 runs as four 2×2 phase convolutions of x, 4/9 of the
+// multiply-adds (nn.Conv2d.ForwardUpsample2x).
 func (u *Upsample2D) Forward(x *tensor.Tensor, oh, ow int) *tensor.Tensor {
+	if oh == 2*x.Dim(2) && ow == 2*x.Dim(3) && u.Conv.CanUpsampleConv() && !upsampleViaImage {
+		return u.Conv.ForwardUpsample2x(x, upsampleBandBytes) // [N, C, 2H, 2W]
+	}
 	h := resizeNearest(x, oh, ow) // [N, C, oh, ow]
 	return u.Conv.Forward(h)      // [N, C, oh, ow]
 }
+
+// upsampleBandBytes bounds the band buffers of the phase convolutions;
+// upsampleViaImage makes Upsample2D convolve the upsampled image instead
+// (tests, A/B measurements).
+var (
+	upsampleBandBytes = 16 << 20
+	upsampleViaImage  = false
+)
 
 // resizeNearest is F.interpolate(mode="nearest", size=(oh, ow)) as PyTorch's
 // CPU kernel computes it: src = min(floor(dst·(in/out)), in-1) with a float32

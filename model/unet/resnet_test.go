@@ -2,6 +2,8 @@ package unet
 
 import (
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/osediff-go/osediff/tensor"
@@ -66,5 +68,42 @@ func TestTimesteps(t *testing.T) {
 	p.FlipSinToCos = false
 	if g := p.Forward(2, 1); g.At(0, 0) != want[2] || g.At(0, 2) != want[0] {
 		t.Errorf("flip_sin_to_cos false: %v", g.Data())
+	}
+}
+
+// TestUpsample2DPhases: an exact ×2 through the phase convolutions equals
+// resizing and convolving (the summed taps' rounding aside), with the band
+// buffers forced down to one input row; a non-×2 size takes the resize.
+func TestUpsample2DPhases(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	u := NewUpsample2D(6)
+	fill := func(tt *tensor.Tensor) {
+		for i := range tt.Data() {
+			tt.Data()[i] = float32(r.NormFloat64())
+		}
+	}
+	u.Conv.Weight.SetData(make([]float32, 6*6*9))
+	u.Conv.Bias.SetData(make([]float32, 6))
+	fill(u.Conv.Weight)
+	fill(u.Conv.Bias)
+	x := tensor.New(2, 6, 5, 7)
+	fill(x)
+	defer func(b int, v bool) { upsampleBandBytes, upsampleViaImage = b, v }(upsampleBandBytes, upsampleViaImage)
+	for _, oh := range []int{10, 9} {
+		upsampleViaImage = true
+		want := u.Forward(x, oh, 14)
+		upsampleViaImage = false
+		for _, band := range []int{1, 16 << 20} {
+			upsampleBandBytes = band
+			got := u.Forward(x, oh, 14)
+			if fmt.Sprint(got.Shape()) != fmt.Sprint(want.Shape()) {
+				t.Fatalf("oh %d: shape %v, want %v", oh, got.Shape(), want.Shape())
+			}
+			for i, w := range want.Data() {
+				if d := math.Abs(float64(got.Data()[i] - w)); d > 3e-6*math.Sqrt(9*6)*math.Max(1, math.Abs(float64(w))) {
+					t.Fatalf("oh %d band %d: element %d = %g, want %g", oh, band, i, got.Data()[i], w)
+				}
+			}
+		}
 	}
 }
