@@ -221,6 +221,7 @@ func PhaseImages[T any](x []float32, xp []T, c, h, w, padT, padL, sh, sw, hps, w
 }
 
 func copyRun(dst, src []float32) { copy(dst, src) }
+func same(v float32) float32     { return v }
 
 // gatherStride sets dst[i] = src[i*stride].
 func gatherStride(dst, src []float32, stride int) {
@@ -246,4 +247,3 @@ func gatherStride(dst, src []float32, stride int) {
 		dst[i] = src[k]
 	}
 }
-func same(v float32) float32 { return v }

@@ -85,10 +85,17 @@ func putScratch(p *[]float32) { scratchPool.Put(p) }
 // multiple of 8 it took the 8×48 tile, whose 48 columns pad the UNet's
 // n = 320 and 640 by 5%; on the UNet's Linear shapes (4096×320×320,
 // 4096×320×1280, 1024×640×640) the 14×32 tile ran 4–7% faster, one thread.
-func pickArchMN(m, n int) *gemmArch {
+func pickArchMN(m, n int) *gemmArch { return pickArchRows(m, n, 0) }
+
+// pickArchRows is pickArchMN among the tiles of at most maxRows rows (0: any);
+// nil when there is none.
+func pickArchRows(m, n, maxRows int) *gemmArch {
 	var best *gemmArch
 	bc := 0
 	for _, a := range gemmArchs[CurrentISA()] {
+		if maxRows > 0 && a.mr > maxRows {
+			continue
+		}
 		c := (m + a.mr - 1) / a.mr * a.mr * ((n + a.nr - 1) / a.nr * a.nr)
 		if best == nil || c < bc {
 			best, bc = a, c
@@ -108,21 +115,10 @@ func pickArchA(m, n, lda int, transA bool) *gemmArch {
 	if ar == nil || transA || lda%2048 != 0 || ar.mr <= 12 {
 		return ar
 	}
-	var best *gemmArch
-	bc := 0
-	for _, a := range gemmArchs[CurrentISA()] {
-		if a.mr > 12 {
-			continue
-		}
-		c := (m + a.mr - 1) / a.mr * a.mr * ((n + a.nr - 1) / a.nr * a.nr)
-		if best == nil || c < bc {
-			best, bc = a, c
-		}
+	if best := pickArchRows(m, n, 12); best != nil {
+		return best
 	}
-	if best == nil {
-		return ar
-	}
-	return best
+	return ar
 }
 
 // pickArch returns the tile family of the current level that wastes the

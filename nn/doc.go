@@ -6,4 +6,8 @@
 // "<prefix>resnets.0.", "resnets.1.", ... (the constructor sizes the slice);
 // ",optional" marks a tensor that may be absent (then left nil). Constructors
 // create tensors with tensor.Shaped so that binding can check shapes.
+//
+// Conv2d.ForwardUpsample2x computes a 3×3 convolution of a nearest-×2
+// upsampled input as four 2×2 phase convolutions of the input itself (4/9
+// of the multiply-adds; upsample.go); the VAE decoder and the UNet use it.
 package nn
