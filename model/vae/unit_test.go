@@ -228,6 +228,8 @@ func TestFLOPs(t *testing.T) {
 	}{
 		{"encoder 512", EncoderFLOPs(c, 512, 512) / 1e9, 1116.7},
 		{"decoder 64", DecoderFLOPs(c, 64, 64) / 1e9, 2514.5},
+		// Its upsamplers: 512 channels to 128² and 256², 256 to 512².
+		{"upsamplers 64", UpsamplerFLOPs(c, 64, 64) / 1e9, 2 * 9 * (512*512*(128*128+256*256) + 256*256*512*512) / 1e9},
 	} {
 		if math.Abs(tc.got-tc.want) > 0.05 {
 			t.Errorf("%s: %.2f GFLOP, want %.1f", tc.name, tc.got, tc.want)
