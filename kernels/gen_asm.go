@@ -618,8 +618,7 @@ func maxv(s isa) {
 	p("RET")
 }
 
-// affineAct: y = a*x + b, then SiLU when act&1 != 0; with act&2 the stores
-// are non-temporal (y aligned to the vector width; SFENCE at the end).
+// affineAct: y = a*x + b, then SiLU when act != 0.
 func affineAct(s isa) {
 	name := "affineAct" + s.suffix
 	header(name, "(x, y *float32, n int, a, b float32, act int)", 40)
@@ -631,31 +630,23 @@ func affineAct(s isa) {
 	bcast(s, "b+28(FP)", rb)
 	p("VMOVUPS %s, %s", c("negone"), rn)
 	p("MOVQ act+32(FP), AX")
-	p("CMPQ AX, $1")
-	p("JEQ %ssilu", name)
-	p("CMPQ AX, $2")
-	p("JEQ %snt", name)
-	p("CMPQ AX, $3")
-	p("JEQ %ssilunt", name)
-	for _, v := range []struct {
-		suffix, store string
-		act           bool
-	}{{"plain", "VMOVUPS", false}, {"silu", "VMOVUPS", true}, {"nt", "VMOVNTPS", false}, {"silunt", "VMOVNTPS", true}} {
-		if v.suffix != "plain" {
-			label(name + v.suffix)
+	p("TESTQ AX, AX")
+	p("JNE %ssilu", name)
+	for _, act := range []bool{false, true} {
+		suffix := "plain"
+		if act {
+			suffix = "silu"
+			label(name + suffix)
 		}
-		loopU(s, name+v.suffix+"l", []string{"SI", "DI"}, unroll(s), func(k, off int) {
+		loopU(s, name+suffix+"l", []string{"SI", "DI"}, unroll(s), func(k, off int) {
 			r := func(i int) string { return s.r(5*k + i) }
 			p("VMOVUPS %d(SI), %s", off, r(0))
 			p("VFMADD213PS %s, %s, %s", rb, ra, r(0))
-			if v.act {
+			if act {
 				sigmul(s, r(0), rn, r(1), r(2), r(3), r(4))
 			}
-			p("%s %s, %d(DI)", v.store, r(0), off)
+			p("VMOVUPS %s, %d(DI)", r(0), off)
 		})
-		if v.store == "VMOVNTPS" {
-			p("SFENCE")
-		}
 		p("VZEROUPPER")
 		p("RET")
 	}
