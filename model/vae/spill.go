@@ -1,11 +1,14 @@
 package vae
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"os"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -23,6 +26,15 @@ import (
 // is short. The values are written and read back bit for bit, so the result
 // is identical; the cost is copying each tile through the file once per
 // GroupNorm.
+//
+// Two things keep that copy cheap. A spiller reuses its files: a file whose
+// tile is consumed goes back to a free list and the next park overwrites
+// it, so the kernel copies into page-cache pages it already has instead of
+// allocating (and zeroing) new ones. And the memory a parked or consumed
+// tile leaves is recycled (tensor.Recycle) for the next tile loaded or
+// computed, instead of being handed back to the OS and faulted in again: on
+// this project's VM a fresh page costs about 1.5 s per GiB, the copy itself
+// a fraction of that. Both copies run on every core.
 
 // SpillError is the panic value of a tiled forward whose parked tile could
 // not be read back; EncoderForwardErr and DecodeErr return it as an error.
@@ -40,18 +52,19 @@ type spiller struct {
 	above    int64
 	mu       sync.Mutex
 	resident int64                   // bytes of registered tensors in memory
+	maxTile  int64                   // bytes of the largest tensor registered
 	off      bool                    // a write failed: keep everything in memory from then on
 	live     map[*tensor.Tensor]bool // adopted and not yet released, for close
 	recycle  bool                    // dropped values go to tensor.Recycle, not Discard
+	free     []*os.File              // spill files whose values are dead, for reuse
 }
 
-// recycleAbove is the smallest budget from which dropped values are
-// recycled (tensor.Recycle: the next activation of that size reuses the
-// pages, unzeroed) rather than given back to the OS: recycled buffers wait
-// outside the budget's accounting (up to the budget again, and only until
-// the next allocation of a larger size drops them), which a tight budget
-// cannot afford. The tiled 2048 decoder's tiles are 1–2 GB each.
-const recycleAbove = 4 << 30
+// recycleTiles is how many of the largest tile's buffers may wait for reuse
+// (tensor.Recycle): a step that ends leaves its input and its outputs there
+// (a ResnetBlock2D's first pass: the input and two outputs of half its
+// size), and the next step takes them back. Waiting buffers are no more
+// than a step holds while it runs, so they do not raise the peak.
+const recycleTiles = 2
 
 // recycleDropped turns recycling off when false (A/B measurements).
 var recycleDropped = true
@@ -65,7 +78,7 @@ func newSpiller(s Spill) *spiller {
 	if s.Above <= 0 {
 		sp.above = math.MaxInt64
 	}
-	sp.recycle = recycleDropped && sp.above >= recycleAbove
+	sp.recycle = recycleDropped
 	return sp
 }
 
@@ -104,6 +117,7 @@ func (sp *spiller) adopt(t *tensor.Tensor) *tensor.Tensor {
 		if t.HasData() {
 			sp.resident += nbytes(t)
 		}
+		sp.maxTile = max(sp.maxTile, nbytes(t))
 		sp.mu.Unlock()
 	}
 	return t
@@ -123,6 +137,12 @@ func (sp *spiller) close() {
 	for t := range live {
 		release(t)
 	}
+	sp.mu.Lock()
+	for _, f := range sp.free {
+		f.Close()
+	}
+	sp.free = nil
+	sp.mu.Unlock()
 	if sp.recycle {
 		tensor.ReleaseRecycled()
 	}
@@ -152,9 +172,10 @@ func (sp *spiller) over() bool {
 	return !sp.off && sp.resident > sp.above
 }
 
-// park writes t's values to a fresh file (replacing an older one) and drops
-// them from memory, when t is registered and its spiller is over budget. A
-// failed write keeps t in memory and turns spilling off for the call.
+// park writes t's values to a spill file (a free one of the spiller's, or a
+// new one) and drops them from memory, when t is registered and its spiller
+// is over budget. A failed write keeps t in memory and turns spilling off
+// for the call.
 func park(t *tensor.Tensor) {
 	v, ok := registry.Load(t)
 	if !ok || !t.HasData() {
@@ -168,16 +189,16 @@ func park(t *tensor.Tensor) {
 	if t.Rank() == 4 && t.Dim(1)%tiledNormGroups == 0 {
 		pk.mean, pk.variance = tileMoments(t)
 	}
-	f, err := os.CreateTemp(pk.sp.dir, "osediff-tile-*")
+	f, err := pk.sp.file(nbytes(t))
 	if err == nil {
-		os.Remove(f.Name()) // unlinked: the pages go when the file is closed
 		d := t.Contiguous().Data()
-		_, err = f.Write(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(d))), len(d)*4))
+		err = copyFile(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(d))), len(d)*4), f, true)
 		if err != nil {
 			f.Close()
 		}
 	}
 	if err != nil {
+		pk.mean, pk.variance = nil, nil
 		pk.sp.mu.Lock()
 		pk.sp.off = true
 		pk.sp.mu.Unlock()
@@ -186,25 +207,93 @@ func park(t *tensor.Tensor) {
 	}
 	pk.f = f
 	spilledBytes.Add(nbytes(t))
+	spillParks.Add(1)
 	pk.sp.account(-nbytes(t))
 	pk.sp.drop(t)
 }
 
+// file returns a spill file for n bytes: the smallest free one that holds
+// them, else the largest free one (it grows), else a new unlinked file.
+func (sp *spiller) file(n int64) (*os.File, error) {
+	sp.mu.Lock()
+	best := -1
+	var bestSize int64
+	for i, f := range sp.free {
+		st, err := f.Stat()
+		if err != nil {
+			continue
+		}
+		sz := st.Size()
+		fits, bestFits := sz >= n, bestSize >= n
+		if best < 0 || (fits && (!bestFits || sz < bestSize)) || (!fits && !bestFits && sz > bestSize) {
+			best, bestSize = i, sz
+		}
+	}
+	if best >= 0 {
+		f := sp.free[best]
+		sp.free = slices.Delete(sp.free, best, best+1)
+		sp.mu.Unlock()
+		return f, nil
+	}
+	sp.mu.Unlock()
+	f, err := os.CreateTemp(sp.dir, "osediff-tile-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name()) // unlinked: the pages go when the file is closed
+	spillFilesMade.Add(1)
+	return f, nil
+}
+
+// copyFile writes b to f from offset 0 (write) or reads it back, in one
+// piece per core: the kernel's copies into and out of the page cache run
+// in parallel. A short read is io.ErrUnexpectedEOF.
+func copyFile(b []byte, f *os.File, write bool) error {
+	const minPart = 16 << 20
+	parts := max(1, min(runtime.GOMAXPROCS(0), len(b)/minPart))
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		lo, hi := len(b)*p/parts, len(b)*(p+1)/parts
+		wg.Go(func() {
+			var n int
+			var err error
+			if write {
+				n, err = f.WriteAt(b[lo:hi], int64(lo))
+			} else {
+				n, err = f.ReadAt(b[lo:hi], int64(lo))
+			}
+			if n != hi-lo && (err == nil || err == io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			errs[p] = err
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // drop detaches the values of a registered tensor and hands its buffer to
-// the next activation of its size (tensor.Recycle) or, under a tight budget,
-// returns its pages to the OS at once: registered tensors are the tiled
-// run's own (clones of the input and layer outputs), shared with nothing.
+// the next activation of its size (tensor.Recycle, while at most
+// recycleTiles of the largest tile's bytes wait) or returns its pages to the
+// OS at once (tensor.Discard, with recycling off): registered tensors are
+// the tiled run's own (clones of the input and layer outputs), shared with
+// nothing.
 func (sp *spiller) drop(t *tensor.Tensor) {
 	if sp.recycle {
-		tensor.Recycle(t.Storage(), int(min(sp.above, math.MaxInt/2)))
+		sp.mu.Lock()
+		limit := recycleTiles * sp.maxTile
+		sp.mu.Unlock()
+		tensor.Recycle(t.Storage(), int(min(limit, math.MaxInt/2)))
 	} else {
 		tensor.Discard(t.Storage())
 	}
 	t.DropData()
 }
 
-// spilledBytes counts the bytes parked since the process started (tests).
-var spilledBytes atomic.Int64
+// spilledBytes counts the bytes parked since the process started, spillParks
+// the parks and spillFilesMade the files created for them (tests).
+var spilledBytes, spillParks, spillFilesMade atomic.Int64
 
 // unload drops t's values again after a read-only use, when its file still
 // holds them (a tensor parked and loaded, unchanged since).
@@ -228,10 +317,7 @@ func load(t *tensor.Tensor) *tensor.Tensor {
 	}
 	d := tensor.AllocDirty(t.Numel()) // overwritten by the read
 	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(d))), len(d)*4)
-	if n, err := v.(*parked).f.ReadAt(b, 0); n != len(b) {
-		if err == nil || err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+	if err := copyFile(b, v.(*parked).f, false); err != nil {
 		panic(&SpillError{err})
 	}
 	t.SetData(d)
@@ -270,9 +356,17 @@ func consume(t *tensor.Tensor) {
 	}
 }
 
+// closeFile hands pk's spill file (its values dead) to the spiller's free
+// list for the next park to overwrite.
 func closeFile(pk *parked) {
 	if pk.f != nil {
-		pk.f.Close()
+		pk.sp.mu.Lock()
+		if pk.sp.live == nil { // closed: the call is over
+			pk.f.Close()
+		} else {
+			pk.sp.free = append(pk.sp.free, pk.f)
+		}
+		pk.sp.mu.Unlock()
 		pk.f = nil
 	}
 	pk.mean, pk.variance = nil, nil

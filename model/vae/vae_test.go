@@ -1,9 +1,12 @@
 package vae
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"image"
 	"image/png"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -282,10 +285,13 @@ func TestSpill(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			opt := small
 			opt.Spill = tc.spill
-			before := spilledBytes.Load()
+			before, parks, made := spilledBytes.Load(), spillParks.Load(), spillFilesMade.Load()
 			enc, dec := m.EncoderForward(x, opt), m.Decode(z, opt)
 			if parked := spilledBytes.Load() > before; parked != tc.parked {
 				t.Errorf("tiles parked: %v, want %v", parked, tc.parked)
+			}
+			if p, f := spillParks.Load()-parks, spillFilesMade.Load()-made; tc.parked && f*4 > p {
+				t.Errorf("%d files made for %d parks: the files are not reused", f, p)
 			}
 			sameBits(t, "encoder_out", enc, wantEnc)
 			sameBits(t, "decoded_raw", dec, wantDec)
@@ -339,4 +345,71 @@ func TestSpillLarge(t *testing.T) {
 	}
 	sameBits(t, "encoder_out", enc, wantEnc)
 	sameBits(t, "decoded_raw", dec, wantDec)
+}
+
+// TestSpillFiles checks the spill files' copy at sizes around its split
+// into parts (0, one byte, odd sizes, one part and a byte, several parts),
+// a short read, and the choice of a free file: the smallest that holds the
+// request, else the largest (it grows).
+func TestSpillFiles(t *testing.T) {
+	dir := t.TempDir()
+	sp := newSpiller(Spill{Above: 1, Dir: dir})
+	sp.live = map[*tensor.Tensor]bool{}
+	for _, n := range []int{0, 1, 17, 4093, 16<<20 - 1, 16 << 20, 16<<20 + 3, 33<<20 + 5} {
+		f, err := sp.file(int64(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7 + n)
+		}
+		if err := copyFile(b, f, true); err != nil {
+			t.Fatalf("write %d bytes: %v", n, err)
+		}
+		got := make([]byte, n)
+		if err := copyFile(got, f, false); err != nil {
+			t.Fatalf("read %d bytes: %v", n, err)
+		}
+		if !bytes.Equal(got, b) {
+			t.Fatalf("%d bytes: read back differs", n)
+		}
+		if err := copyFile(make([]byte, n+1), f, false); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("reading %d bytes from %d: %v, want unexpected EOF", n+1, n, err)
+		}
+		f.Close()
+	}
+	var free []*os.File
+	for _, n := range []int64{100, 300, 200} {
+		f, err := sp.file(n) // a new file: none is free
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := copyFile(make([]byte, n), f, true); err != nil {
+			t.Fatal(err)
+		}
+		free = append(free, f)
+	}
+	sp.free = free
+	for _, tc := range []struct{ need, want int64 }{
+		{150, 200}, // smallest that holds it
+		{400, 300}, // none holds it: the largest
+		{1, 100},
+	} {
+		f, err := sp.file(tc.need)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := f.Stat()
+		if st.Size() != tc.want {
+			t.Errorf("file for %d bytes has %d, want the free one of %d", tc.need, st.Size(), tc.want)
+		}
+		f.Close()
+	}
+	if len(sp.free) != 0 {
+		t.Errorf("%d free files left", len(sp.free))
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("spill directory holds %d entries", len(ents))
+	}
 }
