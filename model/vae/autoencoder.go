@@ -141,7 +141,8 @@ type TileOptions struct {
 // (unlinked at once; "" is os.TempDir()). The result is unchanged: values go
 // through the files bit for bit. The cost is copying the parked tiles
 // through the file system at each GroupNorm. The budget counts the tiles
-// between steps; a step also holds its input and output tiles.
+// between steps; a step also holds its input and output tiles, and between
+// steps their buffers wait for the next step to reuse them.
 type Spill struct {
 	Above int64
 	Dir   string
