@@ -55,7 +55,6 @@ type spiller struct {
 	maxTile  int64                   // bytes of the largest tensor registered
 	off      bool                    // a write failed: keep everything in memory from then on
 	live     map[*tensor.Tensor]bool // adopted and not yet released, for close
-	recycle  bool                    // dropped values go to tensor.Recycle, not Discard
 	free     []*os.File              // spill files whose values are dead, for reuse
 }
 
@@ -78,7 +77,6 @@ func newSpiller(s Spill) *spiller {
 	if s.Above <= 0 {
 		sp.above = math.MaxInt64
 	}
-	sp.recycle = recycleDropped
 	return sp
 }
 
@@ -143,7 +141,7 @@ func (sp *spiller) close() {
 	}
 	sp.free = nil
 	sp.mu.Unlock()
-	if sp.recycle {
+	if recycleDropped {
 		tensor.ReleaseRecycled()
 	}
 }
@@ -192,7 +190,7 @@ func park(t *tensor.Tensor) {
 	f, err := pk.sp.file(nbytes(t))
 	if err == nil {
 		d := t.Contiguous().Data()
-		err = copyFile(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(d))), len(d)*4), f, true)
+		err = copyFile(floatBytes(d), f, true)
 		if err != nil {
 			f.Close()
 		}
@@ -273,6 +271,11 @@ func copyFile(b []byte, f *os.File, write bool) error {
 	return errors.Join(errs...)
 }
 
+// floatBytes is d's memory as bytes, for the files.
+func floatBytes(d []float32) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(d))), len(d)*4)
+}
+
 // drop detaches the values of a registered tensor and hands its buffer to
 // the next activation of its size (tensor.Recycle, while at most
 // recycleTiles of the largest tile's bytes wait) or returns its pages to the
@@ -280,7 +283,7 @@ func copyFile(b []byte, f *os.File, write bool) error {
 // the tiled run's own (clones of the input and layer outputs), shared with
 // nothing.
 func (sp *spiller) drop(t *tensor.Tensor) {
-	if sp.recycle {
+	if recycleDropped {
 		sp.mu.Lock()
 		limit := recycleTiles * sp.maxTile
 		sp.mu.Unlock()
@@ -316,8 +319,7 @@ func load(t *tensor.Tensor) *tensor.Tensor {
 		panic(fmt.Sprintf("vae: tile %v has no values and no spill file", t.Shape()))
 	}
 	d := tensor.AllocDirty(t.Numel()) // overwritten by the read
-	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(d))), len(d)*4)
-	if err := copyFile(b, v.(*parked).f, false); err != nil {
+	if err := copyFile(floatBytes(d), v.(*parked).f, false); err != nil {
 		panic(&SpillError{err})
 	}
 	t.SetData(d)
