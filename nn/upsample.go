@@ -2,6 +2,8 @@ package nn
 
 import (
 	"fmt"
+	"slices"
+	"sync"
 
 	"github.com/osediff-go/osediff/kernels"
 	"github.com/osediff-go/osediff/parallel"
@@ -27,30 +29,101 @@ var upsampleTapRows = [2][2][]int{{{0}, {1, 2}}, {{0, 1}, {2}}}
 // of phases (a, b) at index 2a+b for a 3×3 convolution weight w
 // [OutC][InC][3][3] (row-major float32).
 func UpsamplePhaseWeights(w []float32, outC, inC int) [4][]float32 {
+	all := make([]float32, 4*outC*inC*4)
+	phaseWeights(all, kernels.F32(w), inC, 0, outC)
 	var ph [4][]float32
-	for a := 0; a < 2; a++ {
-		for b := 0; b < 2; b++ {
-			d := make([]float32, outC*inC*4)
-			parallel.For(outC*inC, 256, func(lo, hi int) {
-				for oc := lo; oc < hi; oc++ {
-					src := w[oc*9 : oc*9+9]
-					for u := 0; u < 2; u++ {
-						for v := 0; v < 2; v++ {
-							var s float32
-							for _, r := range upsampleTapRows[a][u] {
-								for _, c := range upsampleTapRows[b][v] {
-									s += src[r*3+c]
-								}
-							}
-							d[oc*4+u*2+v] = s
-						}
-					}
-				}
-			})
-			ph[2*a+b] = d
-		}
+	for q := range ph {
+		ph[q] = all[q*outC*inC*4 : (q+1)*outC*inC*4]
 	}
 	return ph
+}
+
+// phaseWeights writes the four phases' weights of output channels [o0, o1)
+// of the 3×3 weight w [OutC][InC][3][3] (float32 or float16) into dst:
+// phase q = 2a+b at dst[q·m·inC·4:], [m][inC][2][2] with m = o1−o0. Each
+// tap sums the 3×3 taps of upsampleTapRows in the order of the loop
+//
+//	s = 0; for r in rows(a,u) { for c in rows(b,v) { s += w[r][c] } }
+//
+// written out below. A float16 weight is widened a row (one output channel)
+// at a time.
+func phaseWeights(dst []float32, w kernels.Mat, inC, o0, o1 int) {
+	m := o1 - o0
+	k := inC * 9
+	parallel.For(m, 8, func(lo, hi int) {
+		var row []float32
+		if w.Half() {
+			row = make([]float32, k)
+		}
+		for o := lo; o < hi; o++ {
+			src := row
+			if w.Half() {
+				w.Read(row, (o0+o)*k)
+			} else {
+				src = w.F32[(o0+o)*k : (o0+o+1)*k]
+			}
+			var d [4][]float32
+			for q := range d {
+				d[q] = dst[(q*m+o)*inC*4 : (q*m+o+1)*inC*4]
+			}
+			for c := 0; c < inC; c++ {
+				t := (*[9]float32)(src[c*9 : c*9+9])
+				w0, w1, w2, w3, w4, w5, w6, w7, w8 := t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8]
+				z := float32(0) // the loop's start: 0 + w turns −0 into +0
+				p := (*[4]float32)(d[0][c*4 : c*4+4])
+				p[0], p[1], p[2], p[3] = z+w0, z+w1+w2, z+w3+w6, z+w4+w5+w7+w8
+				p = (*[4]float32)(d[1][c*4 : c*4+4])
+				p[0], p[1], p[2], p[3] = z+w0+w1, z+w2, z+w3+w4+w6+w7, z+w5+w8
+				p = (*[4]float32)(d[2][c*4 : c*4+4])
+				p[0], p[1], p[2], p[3] = z+w0+w3, z+w1+w2+w4+w5, z+w6, z+w7+w8
+				p = (*[4]float32)(d[3][c*4 : c*4+4])
+				p[0], p[1], p[2], p[3] = z+w0+w1+w3+w4, z+w2+w5, z+w6+w7, z+w8
+			}
+		}
+	})
+}
+
+// phaseChunkBytes bounds the phase weights ForwardUpsample2x holds at once:
+// it convolves the output channels in chunks whose four weight sets fit
+// (the SD 2.1 UNet's 1280→1280 upsamplers would otherwise need 105 MB of
+// them per call, the VAE's 512→512 17 MB).
+var phaseChunkBytes = 8 << 20
+
+// upScratch keeps ForwardUpsample2x's buffers (phase weights, input bands,
+// phase outputs: at most phaseChunkBytes + bandBytes) for the next call, so
+// that a call pays neither for new pages nor for zeroing them.
+var upScratch struct {
+	sync.Mutex
+	free [][]float32
+}
+
+// getUpScratch returns a buffer of n values (unspecified contents): the
+// smallest kept one that holds n, else a new one.
+func getUpScratch(n int) []float32 {
+	upScratch.Lock()
+	defer upScratch.Unlock()
+	best := -1
+	for i, b := range upScratch.free {
+		if cap(b) >= n && (best < 0 || cap(b) < cap(upScratch.free[best])) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return tensor.Alloc(n)
+	}
+	b := upScratch.free[best]
+	upScratch.free = slices.Delete(upScratch.free, best, best+1)
+	return b[:n]
+}
+
+// putUpScratch keeps b for a later getUpScratch (at most four buffers: two
+// calls' worth when two pipelines run at once).
+func putUpScratch(b []float32) {
+	upScratch.Lock()
+	defer upScratch.Unlock()
+	if len(upScratch.free) < 4 {
+		upScratch.free = append(upScratch.free, b)
+	}
 }
 
 // CanUpsampleConv reports whether ForwardUpsample2x applies: a 3×3,
@@ -80,63 +153,74 @@ func (c *Conv2d) ForwardUpsample2x(x *tensor.Tensor, bandBytes int) *tensor.Tens
 	H, W := 2*h, 2*w
 	y := tensor.Empty(n, oc, H, W) // [N, OC, 2h, 2w], written in full
 	wm := c.Mat()
-	wf := wm.F32
-	if wm.F16 != nil {
-		wf = make([]float32, len(wm.F16))
-		kernels.WidenF16(wf, wm.F16)
-	}
-	ph := UpsamplePhaseWeights(wf, oc, ch) // 4 × [OC, C, 2, 2]
 	var bias []float32
 	if c.Bias != nil {
 		bias = c.Bias.Data()
 	}
+	// The output channels in chunks of ocb, whose four phase weight sets
+	// [ocb, C, 2, 2] take at most about phaseChunkBytes.
+	chunks := max(1, (16*4*oc*ch+phaseChunkBytes-1)/phaseChunkBytes)
+	ocb := (oc + chunks - 1) / chunks
+	ph := getUpScratch(4 * ocb * ch * 4)
+	defer putUpScratch(ph)
 	// A band of rows input rows needs, per parity a, rows+1 input rows
-	// [C, rows+1, w] and four outputs [OC, rows, w].
-	rows := min(max(bandBytes/(4*w*(2*ch+4*oc))-1, 1), h)
-	bands := make([]float32, 2*ch*(rows+1)*w)
-	outs := make([]float32, 4*oc*rows*w)
+	// [C, rows+1, w] and four outputs [ocb, rows, w].
+	rows := min(max(bandBytes/(4*w*(2*ch+4*ocb))-1, 1), h)
+	bands := getUpScratch(2 * ch * (rows + 1) * w)
+	defer putUpScratch(bands)
+	outs := getUpScratch(4 * ocb * rows * w)
+	defer putUpScratch(outs)
 	xd, yd := x.Data(), y.Data()
-	for bi := 0; bi < n; bi++ {
-		xb := xd[bi*ch*h*w : (bi+1)*ch*h*w]
-		for i0 := 0; i0 < h; i0 += rows {
-			i1 := min(i0+rows, h)
-			nr := i1 - i0
-			for a := 0; a < 2; a++ {
-				// Input rows of parity a: [i0−1, i1) or [i0, i1+1), the
-				// convolution's zero padding outside x.
-				lo, hi := i0-1+a, i1+a
-				padT, padB := 0, 0
-				if lo < 0 {
-					lo, padT = 0, 1
-				}
-				if hi > h {
-					hi, padB = h, 1
-				}
-				br := hi - lo
-				band := bands[a*ch*(rows+1)*w:][:ch*br*w] // [C, br, w]
-				parallel.For(ch, 1, func(c0, c1 int) {
-					for k := c0; k < c1; k++ {
-						copy(band[k*br*w:(k+1)*br*w], xb[(k*h+lo)*w:(k*h+hi)*w])
+	for o0 := 0; o0 < oc; o0 += ocb {
+		m := min(ocb, oc-o0)
+		phaseWeights(ph, wm, ch, o0, o0+m) // 4 × [m, C, 2, 2]
+		var bm []float32
+		if bias != nil {
+			bm = bias[o0 : o0+m]
+		}
+		for bi := 0; bi < n; bi++ {
+			xb := xd[bi*ch*h*w : (bi+1)*ch*h*w]
+			for i0 := 0; i0 < h; i0 += rows {
+				i1 := min(i0+rows, h)
+				nr := i1 - i0
+				for a := 0; a < 2; a++ {
+					// Input rows of parity a: [i0−1, i1) or [i0, i1+1), the
+					// convolution's zero padding outside x.
+					lo, hi := i0-1+a, i1+a
+					padT, padB := 0, 0
+					if lo < 0 {
+						lo, padT = 0, 1
 					}
-				})
-				for b := 0; b < 2; b++ {
-					p := kernels.Conv2DParams{InC: ch, OutC: oc, KH: 2, KW: 2, StrideH: 1, StrideW: 1,
-						PadT: padT, PadB: padB, PadL: 1 - b, PadR: b}
-					kernels.Conv2D(p, 1, br, w, band, ph[2*a+b], bias, outs[(2*a+b)*oc*nr*w:][:oc*nr*w]) // [OC, nr, w]
+					if hi > h {
+						hi, padB = h, 1
+					}
+					br := hi - lo
+					band := bands[a*ch*(rows+1)*w:][:ch*br*w] // [C, br, w]
+					parallel.For(ch, 1, func(c0, c1 int) {
+						for k := c0; k < c1; k++ {
+							copy(band[k*br*w:(k+1)*br*w], xb[(k*h+lo)*w:(k*h+hi)*w])
+						}
+					})
+					for b := 0; b < 2; b++ {
+						q := 2*a + b
+						p := kernels.Conv2DParams{InC: ch, OutC: m, KH: 2, KW: 2, StrideH: 1, StrideW: 1,
+							PadT: padT, PadB: padB, PadL: 1 - b, PadR: b}
+						kernels.Conv2D(p, 1, br, w, band, ph[q*m*ch*4:(q+1)*m*ch*4], bm, outs[q*m*nr*w:][:m*nr*w]) // [m, nr, w]
+					}
 				}
-			}
-			// Interleave the phases into rows 2i0 … 2i1 of y, on every
-			// worker (y is fresh memory: this also takes its page faults).
-			parallel.For(oc, 1, func(c0, c1 int) {
-				for o := c0; o < c1; o++ {
-					for i := 0; i < nr; i++ {
-						for a := 0; a < 2; a++ {
-							src := func(b int) []float32 { return outs[((2*a+b)*oc+o)*nr*w+i*w:][:w] }
-							kernels.Zip(yd[((bi*oc+o)*H+2*(i0+i)+a)*W:][:W], src(0), src(1))
+				// Interleave the phases into rows 2i0 … 2i1 of y, on every
+				// worker (y is fresh memory: this also takes its page faults).
+				parallel.For(m, 1, func(c0, c1 int) {
+					for o := c0; o < c1; o++ {
+						for i := 0; i < nr; i++ {
+							for a := 0; a < 2; a++ {
+								src := func(b int) []float32 { return outs[((2*a+b)*m+o)*nr*w+i*w:][:w] }
+								kernels.Zip(yd[((bi*oc+o0+o)*H+2*(i0+i)+a)*W:][:W], src(0), src(1))
+							}
 						}
 					}
-				}
-			})
+				})
+			}
 		}
 	}
 	return y
