@@ -52,6 +52,12 @@ func conv2DFast(p Conv2DParams, n, h, w int, x []float32, weight Mat, bias, y []
 			}
 		}
 	}
+	if ow%nr != 0 && convVirtualWidth && gemmDirectB && ar.ki != nil {
+		if rows := min(band, oh); (rows*wps+nr-1)/nr*nr*100 <= rows*ow*convVirtualMaxPct {
+			convVirtual(p, ar, n, h, w, oh, ow, wps, band, bhps, offs, x, A, bias, y, o)
+			return
+		}
+	}
 	xpp := getScratch(p.InC * sh * sw * plane)
 	defer putScratch(xpp)
 	xp := *xpp
@@ -100,6 +106,83 @@ func conv2DFast(p Conv2DParams, n, h, w int, x []float32, weight Mat, bias, y []
 			// Phase rows of this band: padded rows sh*(r0+r)+a, r < bhps.
 			PhaseImages(xb, xp, p.InC, h, w, p.PadT-sh*r0, p.PadL, sh, sw, bhps, wps, pre, copyRun, same)
 			gemmRunB(ar, p.OutC, nq, kk, A, B, yb[r0*ow:], oh*ow, o.Accumulate, bias)
+		}
+	}
+}
+
+// convVirtualWidth lets a convolution whose output width no tile width
+// divides run on the indirect micro-kernels anyway (see convVirtual), when
+// that computes at most convVirtualMaxPct percent of the output pixels; off,
+// such convolutions pack their B panels (A/B measurements and tests).
+var (
+	convVirtualWidth  = true
+	convVirtualMaxPct = 115
+)
+
+// convVirtual is conv2DFast's band loop over "virtual" output pixels: pixel
+// q = i·wps + j of a band for every column j of the phase images (wps of
+// them), not only the ow columns of the output. Tap p of every virtual pixel
+// is then at phase image + q + offs[p], so a B panel of nr consecutive
+// virtual pixels is read in place by the indirect micro-kernel whatever the
+// output width (conv2DFast's direct path needs nr to divide ow: at the
+// tiled VAE's widths, e.g. 1112, no tile width does). The GEMM writes a band
+// of virtual pixels [OutC, rows·wps rounded up to nr] into a scratch buffer
+// whose valid columns are then copied into y (and, to add into y, copied
+// from it first, so that the sums are formed exactly as on the other paths:
+// the same bits). The columns j >= ow read past the row's image, into the
+// next row or the buffer's slack: their values are dropped.
+func convVirtual(p Conv2DParams, ar *gemmArch, n, h, w, oh, ow, wps, band, bhps int, offs []int, x []float32, A aSource, bias, y []float32, o ConvOptions) {
+	sh, sw := max(p.StrideH, 1), max(p.StrideW, 1)
+	nr := ar.nr
+	kk := p.InC * p.KH * p.KW
+	inPlane, outPlane := p.InC*h*w, p.OutC*oh*ow
+	plane := bhps * wps
+	nvMax := (band*wps + nr - 1) / nr * nr
+	// Slack past the phase images for the last panel's dropped columns.
+	slack := nvMax - band*wps + ((p.KH-1)*max(p.DilH, 1)/sh+1)*wps + (p.KW-1)*max(p.DilW, 1)/sw + nr
+	xpp := getScratch(p.InC*sh*sw*plane + slack)
+	defer putScratch(xpp)
+	xp := *xpp
+	cvp := getScratch(p.OutC * nvMax)
+	defer putScratch(cvp)
+	B := bSource{
+		pack: func(dst []float32, pc, kc, j0, nc int) {
+			for jp := 0; jp*nr < nc; jp++ {
+				ar.pack(&dst[jp*kc*nr], &xp[j0+jp*nr], &offs[pc], kc)
+			}
+		},
+		direct: func(q int) *float32 { return &xp[q] },
+		offs:   offs,
+	}
+	for b := 0; b < n; b++ {
+		xb, yb := x[b*inPlane:(b+1)*inPlane], y[b*outPlane:(b+1)*outPlane]
+		pre := o.Pre.Sample(b, p.InC)
+		for r0 := 0; r0 < oh; r0 += band {
+			rows := min(band, oh-r0)
+			nv := (rows*wps + nr - 1) / nr * nr
+			cv := (*cvp)[:p.OutC*nv]
+			PhaseImages(xb, xp, p.InC, h, w, p.PadT-sh*r0, p.PadL, sh, sw, bhps, wps, pre, copyRun, same)
+			// move copies the band's valid pixels between y and cv.
+			move := func(toY bool) {
+				parallel.For(p.OutC, 4, func(lo, hi int) {
+					for c := lo; c < hi; c++ {
+						for r := 0; r < rows; r++ {
+							yr := yb[c*oh*ow+(r0+r)*ow:][:ow]
+							vr := cv[c*nv+r*wps:][:ow]
+							if toY {
+								copy(yr, vr)
+							} else {
+								copy(vr, yr)
+							}
+						}
+					}
+				})
+			}
+			if o.Accumulate {
+				move(false)
+			}
+			gemmRunB(ar, p.OutC, nv, kk, A, B, cv, nv, o.Accumulate, bias)
+			move(true)
 		}
 	}
 }
