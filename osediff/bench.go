@@ -168,6 +168,7 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, 
 	}
 	W, H := res.Plan.W, res.Plan.H
 	h, w := H/8, W/8
+	tiles := vae.TileOptions{Enabled: !o.TileOff, EncoderTileSize: o.VAEEncoderTile, DecoderTileSize: o.VAEDecoderTile} // as Upscale tiles
 	ucfg := p.UNet.Config
 	unetFLOPs, unetExec := 0.0, 0.0
 	if h*w <= 96*96 {
@@ -180,9 +181,9 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, 
 	}
 	flops := map[string]float64{
 		"text_encoder": clip.FLOPs(p.TextEncoder.Config, 77),
-		"vae_encode":   vae.EncoderFLOPs(p.VAE.Cfg, H, W),
+		"vae_encode":   vae.EncodeFLOPs(p.VAE.Cfg, tiles, H, W),
 		"unet":         unetFLOPs,
-		"vae_decode":   vae.DecoderFLOPs(p.VAE.Cfg, h, w),
+		"vae_decode":   vae.DecodeFLOPs(p.VAE.Cfg, tiles, h, w),
 	}
 	if p.Tagger != nil {
 		flops["tagger"] = ram.FLOPs(p.Tagger.Config)
@@ -192,7 +193,7 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, 
 		Runs: totals, Warmup: warmup}
 	executed := map[string]float64{}
 	if up := p.VAE.Decoder.UpBlocks; len(up) > 0 && len(up[0].Upsamplers) > 0 && up[0].Upsamplers[0].Conv.CanUpsampleConv() {
-		executed["vae_decode"] = flops["vae_decode"] - 5.0/9*vae.UpsamplerFLOPs(p.VAE.Cfg, h, w)
+		executed["vae_decode"] = flops["vae_decode"] - 5.0/9*vae.DecodeUpsamplerFLOPs(p.VAE.Cfg, tiles, h, w)
 	}
 	if up := p.UNet.UpBlocks; len(up) > 0 && len(up[0].Upsamplers) > 0 && up[0].Upsamplers[0].Conv.CanUpsampleConv() {
 		executed["unet"] = unetExec

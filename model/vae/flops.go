@@ -26,8 +26,15 @@ func midFLOPs(c, h, w int) float64 {
 // EncoderFLOPs counts the encoder plus quant_conv on an h×w image (the
 // baseline's "VAE encode" stage).
 func EncoderFLOPs(cfg Config, h, w int) float64 {
+	f, lh, lw := encoderBodyFLOPs(cfg, h, w)
+	return f + convFLOPs(2*cfg.LatentChannels, 2*cfg.LatentChannels, 1, lh, lw) // quant_conv
+}
+
+// encoderBodyFLOPs counts the encoder without quant_conv on an h×w image,
+// and returns the size of its output.
+func encoderBodyFLOPs(cfg Config, h, w int) (f float64, lh, lw int) {
 	boc := cfg.BlockOutChannels
-	f := convFLOPs(cfg.InChannels, boc[0], 3, h, w)
+	f = convFLOPs(cfg.InChannels, boc[0], 3, h, w)
 	out := boc[0]
 	for i := range boc {
 		in := out
@@ -46,16 +53,41 @@ func EncoderFLOPs(cfg Config, h, w int) float64 {
 	top := boc[len(boc)-1]
 	f += midFLOPs(top, h, w)
 	f += convFLOPs(top, 2*cfg.LatentChannels, 3, h, w)
-	f += convFLOPs(2*cfg.LatentChannels, 2*cfg.LatentChannels, 1, h, w) // quant_conv
-	return f
+	return f, h, w
+}
+
+// EncodeFLOPs counts what Encode (EncoderForward and quant_conv) computes on
+// an h×w image with tiling t: EncoderFLOPs untiled; tiled, each tile's
+// encoder on its padded box (the overlaps twice, and the mid block's
+// attention within the tile: at 2048×2048 that is 2.5 TFLOP for the four
+// tiles against 8.8 for one attention over the whole latent) and quant_conv
+// on the whole latent.
+func EncodeFLOPs(cfg Config, t TileOptions, h, w int) float64 {
+	if !t.EncoderTiled(h, w) {
+		return EncoderFLOPs(cfg, h, w)
+	}
+	in, _ := splitTiles(h, w, t.encoderTile(), EncoderPad, cfg.DownFactor(), false)
+	f := 0.0
+	for _, b := range in {
+		ft, _, _ := encoderBodyFLOPs(cfg, b.y1-b.y0, b.x1-b.x0)
+		f += ft
+	}
+	lh, lw := floorDiv(h, cfg.DownFactor()), floorDiv(w, cfg.DownFactor())
+	return f + convFLOPs(2*cfg.LatentChannels, 2*cfg.LatentChannels, 1, lh, lw)
 }
 
 // DecoderFLOPs counts post_quant_conv plus the decoder on an h×w latent (the
 // baseline's "VAE decode" stage).
 func DecoderFLOPs(cfg Config, h, w int) float64 {
+	return convFLOPs(cfg.LatentChannels, cfg.LatentChannels, 1, h, w) + decoderBodyFLOPs(cfg, h, w)
+}
+
+// decoderBodyFLOPs counts the decoder without post_quant_conv on an h×w
+// latent.
+func decoderBodyFLOPs(cfg Config, h, w int) float64 {
 	boc, l := cfg.BlockOutChannels, cfg.LatentChannels
 	top := boc[len(boc)-1]
-	f := convFLOPs(l, l, 1, h, w) + convFLOPs(l, top, 3, h, w)
+	f := convFLOPs(l, top, 3, h, w)
 	f += midFLOPs(top, h, w)
 	out := top
 	for i := range boc {
@@ -73,6 +105,35 @@ func DecoderFLOPs(cfg Config, h, w int) float64 {
 		}
 	}
 	f += convFLOPs(boc[0], cfg.OutChannels, 3, h, w)
+	return f
+}
+
+// DecodeFLOPs counts what Decode computes on an h×w latent with tiling t:
+// DecoderFLOPs untiled; tiled, post_quant_conv on the whole latent and the
+// decoder on each tile's padded box (see EncodeFLOPs).
+func DecodeFLOPs(cfg Config, t TileOptions, h, w int) float64 {
+	if !t.DecoderTiled(h, w) {
+		return DecoderFLOPs(cfg, h, w)
+	}
+	f := convFLOPs(cfg.LatentChannels, cfg.LatentChannels, 1, h, w)
+	in, _ := splitTiles(h, w, t.decoderTile(), DecoderPad, cfg.DownFactor(), true)
+	for _, b := range in {
+		f += decoderBodyFLOPs(cfg, b.y1-b.y0, b.x1-b.x0)
+	}
+	return f
+}
+
+// DecodeUpsamplerFLOPs is UpsamplerFLOPs for Decode with tiling t (per
+// tile when it tiles).
+func DecodeUpsamplerFLOPs(cfg Config, t TileOptions, h, w int) float64 {
+	if !t.DecoderTiled(h, w) {
+		return UpsamplerFLOPs(cfg, h, w)
+	}
+	in, _ := splitTiles(h, w, t.decoderTile(), DecoderPad, cfg.DownFactor(), true)
+	f := 0.0
+	for _, b := range in {
+		f += UpsamplerFLOPs(cfg, b.y1-b.y0, b.x1-b.x0)
+	}
 	return f
 }
 

@@ -299,3 +299,38 @@ func TestNormAffine(t *testing.T) {
 		}
 	}
 }
+
+// TestTiledFLOPs: untiled, Encode/DecodeFLOPs are the untiled counts; tiled
+// (2048×2048, the OSEDiff tiles), they are the sums over the tiles' padded
+// boxes, computed here from the boxes vaehook makes: the encoder's four
+// 1056×1056 tiles, the decoder's 150- and 128-latent tiles.
+func TestTiledFLOPs(t *testing.T) {
+	c := SD21BaseConfig()
+	on := TileOptions{Enabled: true}
+	if got, want := EncodeFLOPs(c, on, 512, 512), EncoderFLOPs(c, 512, 512); got != want {
+		t.Errorf("EncodeFLOPs 512 = %g, want the untiled %g", got, want)
+	}
+	if got, want := DecodeFLOPs(c, on, 64, 64), DecoderFLOPs(c, 64, 64); got != want {
+		t.Errorf("DecodeFLOPs 64 = %g, want the untiled %g", got, want)
+	}
+	quant := convFLOPs(8, 8, 1, 256, 256)
+	encTile, _, _ := encoderBodyFLOPs(c, 1056, 1056)
+	if got, want := EncodeFLOPs(c, on, 2048, 2048), 4*encTile+quant; math.Abs(got-want) > 1e-6*want {
+		t.Errorf("EncodeFLOPs 2048 = %g, want %g", got, want)
+	}
+	post := convFLOPs(4, 4, 1, 256, 256)
+	dec := decoderBodyFLOPs(c, 150, 150) + 2*decoderBodyFLOPs(c, 150, 128) + decoderBodyFLOPs(c, 128, 128)
+	if got, want := DecodeFLOPs(c, on, 256, 256), post+dec; math.Abs(got-want) > 1e-6*want {
+		t.Errorf("DecodeFLOPs 256 = %g, want %g", got, want)
+	}
+	ups := UpsamplerFLOPs(c, 150, 150) + 2*UpsamplerFLOPs(c, 150, 128) + UpsamplerFLOPs(c, 128, 128)
+	if got := DecodeUpsamplerFLOPs(c, on, 256, 256); math.Abs(got-ups) > 1e-6*ups {
+		t.Errorf("DecodeUpsamplerFLOPs 256 = %g, want %g", got, ups)
+	}
+	// The tiles' attention is local: less than one attention over the whole latent.
+	if e, u := EncodeFLOPs(c, on, 2048, 2048), EncoderFLOPs(c, 2048, 2048); !(e < u) {
+		t.Errorf("tiled encoder %g FLOPs, untiled %g: want fewer", e, u)
+	}
+	t.Logf("2048×2048: encode %.1f TFLOP tiled (untiled %.1f), decode %.1f (untiled %.1f)",
+		EncodeFLOPs(c, on, 2048, 2048)/1e12, EncoderFLOPs(c, 2048, 2048)/1e12, DecodeFLOPs(c, on, 256, 256)/1e12, DecoderFLOPs(c, 256, 256)/1e12)
+}
