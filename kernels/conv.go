@@ -124,9 +124,10 @@ var (
 // them), not only the ow columns of the output. Tap p of every virtual pixel
 // is then at phase image + q + offs[p], so a B panel of nr consecutive
 // virtual pixels is read in place by the indirect micro-kernel whatever the
-// output width (conv2DFast's direct path needs nr to divide ow: at the
-// tiled VAE's widths, e.g. 1112, no tile width does). The GEMM writes a band
-// of virtual pixels [OutC, rows·wps rounded up to nr] into a scratch buffer
+// output width (conv2DFast's direct path needs nr to divide ow: at some of
+// the tiled VAE's widths, e.g. 150 and 300, no tile width does). The GEMM
+// writes the virtual pixels of a band (in sub-bands: [OutC, rows·wps
+// rounded up to nr]) into a scratch buffer
 // whose valid columns are then copied into y (and, to add into y, copied
 // from it first, so that the sums are formed exactly as on the other paths:
 // the same bits). The columns j >= ow read past the row's image, into the
@@ -137,21 +138,26 @@ func convVirtual(p Conv2DParams, ar *gemmArch, n, h, w, oh, ow, wps, band, bhps 
 	kk := p.InC * p.KH * p.KW
 	inPlane, outPlane := p.InC*h*w, p.OutC*oh*ow
 	plane := bhps * wps
-	nvMax := (band*wps + nr - 1) / nr * nr
+	// The GEMM runs on sub-bands of sub rows, whose virtual pixels for all
+	// OutC channels take about convVirtualBytes (never fewer than
+	// convBandMinCols pixels).
+	sub := min(band, max(convVirtualBytes/max(4*p.OutC*wps, 1), (convBandMinCols+wps-1)/wps, 1))
+	nvMax := (sub*wps + nr - 1) / nr * nr
 	// Slack past the phase images for the last panel's dropped columns.
-	slack := nvMax - band*wps + ((p.KH-1)*max(p.DilH, 1)/sh+1)*wps + (p.KW-1)*max(p.DilW, 1)/sw + nr
+	slack := nvMax + ((p.KH-1)*max(p.DilH, 1)/sh+1)*wps + (p.KW-1)*max(p.DilW, 1)/sw + nr
 	xpp := getScratch(p.InC*sh*sw*plane + slack)
 	defer putScratch(xpp)
 	xp := *xpp
 	cvp := getScratch(p.OutC * nvMax)
 	defer putScratch(cvp)
+	base := 0 // the sub-band's first virtual pixel in the phase images
 	B := bSource{
 		pack: func(dst []float32, pc, kc, j0, nc int) {
 			for jp := 0; jp*nr < nc; jp++ {
-				ar.pack(&dst[jp*kc*nr], &xp[j0+jp*nr], &offs[pc], kc)
+				ar.pack(&dst[jp*kc*nr], &xp[base+j0+jp*nr], &offs[pc], kc)
 			}
 		},
-		direct: func(q int) *float32 { return &xp[q] },
+		direct: func(q int) *float32 { return &xp[base+q] },
 		offs:   offs,
 	}
 	for b := 0; b < n; b++ {
@@ -159,33 +165,40 @@ func convVirtual(p Conv2DParams, ar *gemmArch, n, h, w, oh, ow, wps, band, bhps 
 		pre := o.Pre.Sample(b, p.InC)
 		for r0 := 0; r0 < oh; r0 += band {
 			rows := min(band, oh-r0)
-			nv := (rows*wps + nr - 1) / nr * nr
-			cv := (*cvp)[:p.OutC*nv]
 			PhaseImages(xb, xp, p.InC, h, w, p.PadT-sh*r0, p.PadL, sh, sw, bhps, wps, pre, copyRun, same)
-			// move copies the band's valid pixels between y and cv.
-			move := func(toY bool) {
-				parallel.For(p.OutC, 4, func(lo, hi int) {
-					for c := lo; c < hi; c++ {
-						for r := 0; r < rows; r++ {
-							yr := yb[c*oh*ow+(r0+r)*ow:][:ow]
-							vr := cv[c*nv+r*wps:][:ow]
-							if toY {
-								copy(yr, vr)
-							} else {
-								copy(vr, yr)
+			for s0 := 0; s0 < rows; s0 += sub {
+				sr := min(sub, rows-s0)
+				nv := (sr*wps + nr - 1) / nr * nr
+				cv := (*cvp)[:p.OutC*nv]
+				base = s0 * wps
+				// move copies the sub-band's valid pixels between y and cv.
+				move := func(toY bool) {
+					parallel.For(p.OutC, 4, func(lo, hi int) {
+						for c := lo; c < hi; c++ {
+							for r := 0; r < sr; r++ {
+								yr := yb[c*oh*ow+(r0+s0+r)*ow:][:ow]
+								vr := cv[c*nv+r*wps:][:ow]
+								if toY {
+									copy(yr, vr)
+								} else {
+									copy(vr, yr)
+								}
 							}
 						}
-					}
-				})
+					})
+				}
+				if o.Accumulate {
+					move(false)
+				}
+				gemmRunB(ar, p.OutC, nv, kk, A, B, cv, nv, o.Accumulate, bias)
+				move(true)
 			}
-			if o.Accumulate {
-				move(false)
-			}
-			gemmRunB(ar, p.OutC, nv, kk, A, B, cv, nv, o.Accumulate, bias)
-			move(true)
 		}
 	}
 }
+
+// convVirtualBytes bounds convVirtual's buffer of virtual output pixels.
+var convVirtualBytes = 8 << 20
 
 // convBandBytes bounds the phase images a convolution materialises at once:
 // the output is computed in bands of rows whose input (with its halo) fits,

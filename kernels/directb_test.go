@@ -98,7 +98,8 @@ func TestIndirectMicroKernels(t *testing.T) {
 // path's bits, on every level, over awkward channel counts and widths, with
 // and without bias, accumulation, a fused input transform, float16 weights
 // and bands; so do those whose output width no tile divides, run over
-// virtual widths (convVirtual), also where that wastes most.
+// virtual widths (convVirtual), also where that wastes most and in
+// sub-bands of one row.
 func TestConvDirectB(t *testing.T) {
 	defer func(v bool) { gemmDirectB = v }(gemmDirectB)
 	defer func(b, c int) { convBandBytes, convBandMinCols = b, c }(convBandBytes, convBandMinCols)
@@ -166,12 +167,16 @@ func TestConvDirectB(t *testing.T) {
 					var ys [3][]float32
 					for i := range ys {
 						gemmDirectB = i > 0
+						minCols := convBandMinCols
 						if i == 2 {
 							convVirtualMaxPct = 1 << 20
+							if v%3 == 0 { // sub-bands of one row
+								convVirtualBytes, convBandMinCols = 1, 1
+							}
 						}
 						ys[i] = append([]float32(nil), y0...)
 						Conv2DEx(p, n, h, w, x, wm, bias, ys[i], o)
-						convVirtualMaxPct = 115
+						convVirtualMaxPct, convVirtualBytes, convBandMinCols = 115, 8<<20, minCols
 					}
 					sameBits(t, name, ys[1], ys[0])
 					sameBits(t, name+"/all virtual", ys[2], ys[0])
