@@ -66,14 +66,23 @@ func EncodeFLOPs(cfg Config, t TileOptions, h, w int) float64 {
 	if !t.EncoderTiled(h, w) {
 		return EncoderFLOPs(cfg, h, w)
 	}
-	in, _ := splitTiles(h, w, t.encoderTile(), EncoderPad, cfg.DownFactor(), false)
-	f := 0.0
-	for _, b := range in {
-		ft, _, _ := encoderBodyFLOPs(cfg, b.y1-b.y0, b.x1-b.x0)
-		f += ft
-	}
+	f := perTile(h, w, t.encoderTile(), EncoderPad, cfg.DownFactor(), false, func(th, tw int) float64 {
+		f, _, _ := encoderBodyFLOPs(cfg, th, tw)
+		return f
+	})
 	lh, lw := floorDiv(h, cfg.DownFactor()), floorDiv(w, cfg.DownFactor())
 	return f + convFLOPs(2*cfg.LatentChannels, 2*cfg.LatentChannels, 1, lh, lw)
+}
+
+// perTile sums count over the padded input boxes of vaehook's tiles of an
+// h×w input (see splitTiles).
+func perTile(h, w, tile, pad, f int, decoder bool, count func(th, tw int) float64) float64 {
+	in, _ := splitTiles(h, w, tile, pad, f, decoder)
+	s := 0.0
+	for _, b := range in {
+		s += count(b.y1-b.y0, b.x1-b.x0)
+	}
+	return s
 }
 
 // DecoderFLOPs counts post_quant_conv plus the decoder on an h×w latent (the
@@ -115,12 +124,10 @@ func DecodeFLOPs(cfg Config, t TileOptions, h, w int) float64 {
 	if !t.DecoderTiled(h, w) {
 		return DecoderFLOPs(cfg, h, w)
 	}
-	f := convFLOPs(cfg.LatentChannels, cfg.LatentChannels, 1, h, w)
-	in, _ := splitTiles(h, w, t.decoderTile(), DecoderPad, cfg.DownFactor(), true)
-	for _, b := range in {
-		f += decoderBodyFLOPs(cfg, b.y1-b.y0, b.x1-b.x0)
-	}
-	return f
+	post := convFLOPs(cfg.LatentChannels, cfg.LatentChannels, 1, h, w)
+	return post + perTile(h, w, t.decoderTile(), DecoderPad, cfg.DownFactor(), true, func(th, tw int) float64 {
+		return decoderBodyFLOPs(cfg, th, tw)
+	})
 }
 
 // DecodeUpsamplerFLOPs is UpsamplerFLOPs for Decode with tiling t (per
@@ -129,12 +136,9 @@ func DecodeUpsamplerFLOPs(cfg Config, t TileOptions, h, w int) float64 {
 	if !t.DecoderTiled(h, w) {
 		return UpsamplerFLOPs(cfg, h, w)
 	}
-	in, _ := splitTiles(h, w, t.decoderTile(), DecoderPad, cfg.DownFactor(), true)
-	f := 0.0
-	for _, b := range in {
-		f += UpsamplerFLOPs(cfg, b.y1-b.y0, b.x1-b.x0)
-	}
-	return f
+	return perTile(h, w, t.decoderTile(), DecoderPad, cfg.DownFactor(), true, func(th, tw int) float64 {
+		return UpsamplerFLOPs(cfg, th, tw)
+	})
 }
 
 // UpsamplerFLOPs counts the decoder's upsampler convolutions on an h×w
