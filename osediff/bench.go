@@ -75,6 +75,9 @@ type BenchStage struct {
 	// convolutions, 4/9 of their counted FLOPs (fp32 and fp16 weights; not
 	// in bf16).
 	ExecutedFLOPs float64 `json:"executed_flops,omitempty"`
+	// SystemSeconds is the process's system CPU time in the stage (see
+	// StageTime.SystemSeconds), the median over the runs.
+	SystemSeconds float64 `json:"system_seconds"`
 }
 
 // BenchResult is the outcome of one benchmark case.
@@ -149,7 +152,7 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, 
 	resetPeakRSS()
 	var res *Result
 	totals := make([]float64, runs)
-	stageTimes := map[string][]float64{}
+	stageTimes, stageSys := map[string][]float64{}, map[string][]float64{}
 	for i := 0; i < runs; i++ {
 		t0 := time.Now()
 		r, err := p.Upscale(ctx, img, o)
@@ -159,12 +162,14 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, 
 		totals[i] = time.Since(t0).Seconds()
 		for _, s := range r.Stages {
 			stageTimes[s.Name] = append(stageTimes[s.Name], s.Seconds)
+			stageSys[s.Name] = append(stageSys[s.Name], s.SystemSeconds)
 		}
 		res = r
 	}
 	total := median(totals)
 	for i := range res.Stages {
 		res.Stages[i].Seconds = median(stageTimes[res.Stages[i].Name])
+		res.Stages[i].SystemSeconds = median(stageSys[res.Stages[i].Name])
 	}
 	W, H := res.Plan.W, res.Plan.H
 	h, w := H/8, W/8
@@ -200,7 +205,7 @@ func RunBench(ctx context.Context, p *Pipeline, name, precision string, warmup, 
 	}
 	for _, s := range res.Stages {
 		f := flops[s.Name]
-		st := BenchStage{Name: s.Name, Seconds: s.Seconds, FLOPs: f, ExecutedFLOPs: executed[s.Name]}
+		st := BenchStage{Name: s.Name, Seconds: s.Seconds, FLOPs: f, ExecutedFLOPs: executed[s.Name], SystemSeconds: s.SystemSeconds}
 		if s.Seconds > 0 {
 			st.GFLOPs = f / s.Seconds / 1e9
 			st.Peak = 100 * st.GFLOPs / peak

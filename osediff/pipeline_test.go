@@ -374,3 +374,33 @@ func TestSpillSameImage(t *testing.T) {
 		t.Fatalf("negative spill threshold: err %v", err)
 	}
 }
+
+// TestStageTimes: Upscale reports every stage once, in order, with wall and
+// system times that are not negative, and the stages' system times add up
+// to no more than the process used over the whole call.
+func TestStageTimes(t *testing.T) {
+	p := loadTiny(t)
+	tags := "building, city, sky, street, tree"
+	lq := readPNG(t, filepath.Join(tinyDir, "ref", "case_main_lq.png"))
+	sys0 := systemSeconds()
+	res, err := p.Upscale(context.Background(), lq, Options{Scale: 4, ProcessSize: 128, Tags: &tags})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := systemSeconds() - sys0
+	var names []string
+	sum := 0.0
+	for _, s := range res.Stages {
+		names = append(names, s.Name)
+		if s.Seconds < 0 || s.SystemSeconds < 0 {
+			t.Errorf("stage %s: %g s wall, %g s system", s.Name, s.Seconds, s.SystemSeconds)
+		}
+		sum += s.SystemSeconds
+	}
+	if want := "preprocess text_encoder vae_encode unet vae_decode colorfix"; strings.Join(names, " ") != want {
+		t.Errorf("stages %q, want %q", strings.Join(names, " "), want)
+	}
+	if sum > total+1e-9 {
+		t.Errorf("stages' system time %g s, more than the call's %g s", sum, total)
+	}
+}
