@@ -117,10 +117,12 @@ func printBench(w io.Writer, r *osediff.BenchResult) {
 	spill := byteSize(r.SpillAboveBytes)
 	fmt.Fprintf(w, "case %s (%s%s, %s weights, VAE tiles spilled above %s), fp32 peak %.0f GFLOP/s\n", r.Case, r.Precision, map[bool]string{true: "", false: ", bf16 emulated in fp32"}[r.BF16Native || r.Precision != "bf16"], r.Weights, spill.String(), r.PeakGFLOPs)
 	fmt.Fprintf(w, "  %-14s %9s %12s %9s %7s %9s\n", "stage", "seconds", "GFLOP", "GFLOP/s", "%peak", "sys CPU s")
+	sys := 0.0
 	for _, s := range r.Stages {
 		fmt.Fprintf(w, "  %-14s %9.3f %12.1f %9.1f %6.1f%% %9.2f\n", s.Name, s.Seconds, s.FLOPs/1e9, s.GFLOPs, s.Peak, s.SystemSeconds)
+		sys += s.SystemSeconds
 	}
-	fmt.Fprintf(w, "  %-14s %9.3f %12.1f %9.1f %6.1f%%\n", "total", r.TotalSeconds, r.TotalFLOPs/1e9, r.GFLOPs, r.Peak)
+	fmt.Fprintf(w, "  %-14s %9.3f %12.1f %9.1f %6.1f%% %9.2f\n", "total", r.TotalSeconds, r.TotalFLOPs/1e9, r.GFLOPs, r.Peak, sys)
 	var notes []string
 	for _, s := range r.Stages {
 		if s.ExecutedFLOPs > 0 && s.Seconds > 0 {
