@@ -25,19 +25,6 @@ import (
 // differs from it only by the rounding of the summed taps.
 var upsampleTapRows = [2][2][]int{{{0}, {1, 2}}, {{0, 1}, {2}}}
 
-// UpsamplePhaseWeights returns the four 2×2 weight sets [OutC][InC][2][2]
-// of phases (a, b) at index 2a+b for a 3×3 convolution weight w
-// [OutC][InC][3][3] (row-major float32).
-func UpsamplePhaseWeights(w []float32, outC, inC int) [4][]float32 {
-	all := make([]float32, 4*outC*inC*4)
-	phaseWeights(all, kernels.F32(w), inC, 0, outC)
-	var ph [4][]float32
-	for q := range ph {
-		ph[q] = all[q*outC*inC*4 : (q+1)*outC*inC*4]
-	}
-	return ph
-}
-
 // phaseWeights writes the four phases' weights of output channels [o0, o1)
 // of the 3×3 weight w [OutC][InC][3][3] (float32 or float16) into dst:
 // phase q = 2a+b at dst[q·m·inC·4:], [m][inC][2][2] with m = o1−o0. Each
@@ -137,9 +124,9 @@ func (c *Conv2d) CanUpsampleConv() bool {
 }
 
 // ForwardUpsample2x maps x [N, InC, h, w] to conv(upsample2x(x)) [N, OutC,
-// 2h, 2w] by the four phase convolutions (see UpsamplePhaseWeights), in
-// bands of input rows whose buffers take about bandBytes. It panics unless
-// CanUpsampleConv.
+// 2h, 2w] by the four phase convolutions (see phaseWeights), for chunks of
+// output channels and in bands of input rows whose buffers take about
+// bandBytes. It panics unless CanUpsampleConv.
 func (c *Conv2d) ForwardUpsample2x(x *tensor.Tensor, bandBytes int) *tensor.Tensor {
 	if !c.CanUpsampleConv() {
 		panic(fmt.Sprintf("nn.Conv2d: ForwardUpsample2x needs a 3×3, stride-1, padding-1 float convolution, have %+v", c.P))
@@ -171,6 +158,13 @@ func (c *Conv2d) ForwardUpsample2x(x *tensor.Tensor, bandBytes int) *tensor.Tens
 	outs := getUpScratch(4 * ocb * rows * w)
 	defer putUpScratch(outs)
 	xd, yd := x.Data(), y.Data()
+	// The input rows of each parity a of a band: [i0−1, i1) or [i0, i1+1),
+	// the convolution's zero padding outside x. They depend on the sample
+	// and the band only, so a chunk after the first copies them again only
+	// when the image takes several bands or samples.
+	type parity struct{ lo, hi, padT, padB int }
+	var par [2]parity
+	copied := [2]int{-1, -1} // sample and first row of the rows in bands
 	for o0 := 0; o0 < oc; o0 += ocb {
 		m := min(ocb, oc-o0)
 		phaseWeights(ph, wm, ch, o0, o0+m) // 4 × [m, C, 2, 2]
@@ -183,28 +177,35 @@ func (c *Conv2d) ForwardUpsample2x(x *tensor.Tensor, bandBytes int) *tensor.Tens
 			for i0 := 0; i0 < h; i0 += rows {
 				i1 := min(i0+rows, h)
 				nr := i1 - i0
-				for a := 0; a < 2; a++ {
-					// Input rows of parity a: [i0−1, i1) or [i0, i1+1), the
-					// convolution's zero padding outside x.
-					lo, hi := i0-1+a, i1+a
-					padT, padB := 0, 0
-					if lo < 0 {
-						lo, padT = 0, 1
+				for a := range par {
+					pa := parity{lo: i0 - 1 + a, hi: i1 + a}
+					if pa.lo < 0 {
+						pa.lo, pa.padT = 0, 1
 					}
-					if hi > h {
-						hi, padB = h, 1
+					if pa.hi > h {
+						pa.hi, pa.padB = h, 1
 					}
-					br := hi - lo
+					par[a] = pa
+				}
+				if copied != [2]int{bi, i0} {
+					copied = [2]int{bi, i0}
+					for a, pa := range par {
+						br := pa.hi - pa.lo
+						band := bands[a*ch*(rows+1)*w:][:ch*br*w] // [C, br, w]
+						parallel.For(ch, 1, func(c0, c1 int) {
+							for k := c0; k < c1; k++ {
+								copy(band[k*br*w:(k+1)*br*w], xb[(k*h+pa.lo)*w:(k*h+pa.hi)*w])
+							}
+						})
+					}
+				}
+				for a, pa := range par {
+					br := pa.hi - pa.lo
 					band := bands[a*ch*(rows+1)*w:][:ch*br*w] // [C, br, w]
-					parallel.For(ch, 1, func(c0, c1 int) {
-						for k := c0; k < c1; k++ {
-							copy(band[k*br*w:(k+1)*br*w], xb[(k*h+lo)*w:(k*h+hi)*w])
-						}
-					})
 					for b := 0; b < 2; b++ {
 						q := 2*a + b
 						p := kernels.Conv2DParams{InC: ch, OutC: m, KH: 2, KW: 2, StrideH: 1, StrideW: 1,
-							PadT: padT, PadB: padB, PadL: 1 - b, PadR: b}
+							PadT: pa.padT, PadB: pa.padB, PadL: 1 - b, PadR: b}
 						kernels.Conv2D(p, 1, br, w, band, ph[q*m*ch*4:(q+1)*m*ch*4], bm, outs[q*m*nr*w:][:m*nr*w]) // [m, nr, w]
 					}
 				}
