@@ -60,6 +60,9 @@ func Recycle(s []float32, limit int) {
 		return
 	}
 	s = s[:cap(s)]
+	if planRecycle(s) {
+		return
+	}
 	recycled.Lock()
 	defer recycled.Unlock()
 	recycled.free = append(recycled.free, s)
@@ -83,8 +86,27 @@ func evictLocked(i int) {
 // when there is one. A miss means the sizes have moved on (a new level of
 // the network): it discards and drops every waiting buffer, so that none
 // holds its pages through the stages that do not use it, and returns
-// unzeroed memory (see allocUnzeroed).
+// unzeroed memory (see allocUnzeroed). Inside a planned region (BeginPlan)
+// a large request may be served from the plan's slab instead.
 func AllocDirty(n int) []float32 {
+	if n*4 < hugeMin {
+		return allocDirty(n)
+	}
+	if s := planAlloc(n); s != nil {
+		if poisonDirty.Load() {
+			for i := range s {
+				s[i] = float32(math.NaN())
+			}
+		}
+		return s
+	}
+	s := allocDirty(n)
+	planRecord(s)
+	return s
+}
+
+// allocDirty is AllocDirty without memory plans.
+func allocDirty(n int) []float32 {
 	if poisonDirty.Load() {
 		s := Alloc(n)
 		for i := range s {

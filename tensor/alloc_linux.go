@@ -35,3 +35,21 @@ func discard(s []float32) {
 	all := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*4)
 	_ = unix.Madvise(all[lo-start:hi-start], unix.MADV_DONTNEED)
 }
+
+// mapSlab returns n floats of anonymous memory mapped outside the Go heap,
+// starting on a 2 MiB boundary and advised to use huge pages, and the
+// function that unmaps it; nil when the mapping fails. Outside the heap,
+// the memory neither raises the collector's heap goal nor the free memory
+// its scavenger keeps in proportion to it.
+func mapSlab(n int) ([]float32, func()) {
+	const huge = 2 << 20
+	b, err := unix.Mmap(-1, 0, n*4+huge, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	if err != nil {
+		return nil, nil
+	}
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	skip := ((start+huge-1)&^(huge-1) - start) / 4
+	s := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4)[skip : skip+uintptr(n) : skip+uintptr(n)]
+	adviseHuge(s)
+	return s, func() { _ = unix.Munmap(b) }
+}

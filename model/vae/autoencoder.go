@@ -187,7 +187,7 @@ func (m *AutoencoderKL) EncoderForward(x *tensor.Tensor, t TileOptions) *tensor.
 	m.checkInput("EncoderForward", x, m.Cfg.InChannels)
 	h, w := x.Dim(2), x.Dim(3)
 	if !t.EncoderTiled(h, w) {
-		return untiled(x.Clone(), m.Encoder.Forward) // [N, 2·latent, H/f, W/f]
+		return untiled("encoder", x.Clone(), m.Encoder.Forward) // [N, 2·latent, H/f, W/f]
 	}
 	return tiledForward(x, t.encoderTile(), EncoderPad, m.Cfg.DownFactor(), false, t.Spill, m.Encoder.Forward)
 }
@@ -212,7 +212,7 @@ func (m *AutoencoderKL) Decode(z *tensor.Tensor, t TileOptions) *tensor.Tensor {
 	p := m.PostQuantConv.Forward(z) // [N, latent, h, w]
 	h, w := p.Dim(2), p.Dim(3)
 	if !t.DecoderTiled(h, w) {
-		return untiled(p, m.Decoder.Forward) // [N, out, h·f, w·f]
+		return untiled("decoder", p, m.Decoder.Forward) // [N, out, h·f, w·f]
 	}
 	return tiledForward(p, t.decoderTile(), DecoderPad, m.Cfg.DownFactor(), true, t.Spill, m.Decoder.Forward)
 }
@@ -222,8 +222,11 @@ func (m *AutoencoderKL) Decode(z *tensor.Tensor, t TileOptions) *tensor.Tensor {
 // the OS as soon as its last use is over (see consume), rather than when the
 // collector and its scavenger get to it, which keeps the peak RSS of an
 // untiled decode near what is live (0.3 GB less at 512×512, measured).
-func untiled(x *tensor.Tensor, fwd func(Tiles) Tiles) *tensor.Tensor {
+// Those buffers follow a memory plan kept from the previous call at this
+// size (tensor.BeginPlan, ended after sp.close as in tiledForward).
+func untiled(name string, x *tensor.Tensor, fwd func(Tiles) Tiles) *tensor.Tensor {
 	sp := newSpiller(Spill{})
+	defer tensor.BeginPlan(fmt.Sprintf("vae.untiled %s %v", name, x.Shape()))()
 	defer sp.close()
 	y := fwd(Tiles{sp.adopt(x)})[0]
 	release(y)

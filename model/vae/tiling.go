@@ -98,6 +98,10 @@ func tiledForward(x *tensor.Tensor, tile, pad, f int, decoder bool, spill Spill,
 	n, h, w := x.Dim(0), x.Dim(2), x.Dim(3)
 	in, out := splitTiles(h, w, tile, pad, f, decoder)
 	sp := newSpiller(spill)
+	// The activations' buffers follow a memory plan kept from the previous
+	// call at these sizes (tensor.BeginPlan); it ends after sp.close (defers
+	// run last first), which hands the last of them back.
+	defer tensor.BeginPlan(fmt.Sprintf("vae.tiledForward %v tile %d pad %d f %d decoder %v", x.Shape(), tile, pad, f, decoder))()
 	xs := make(Tiles, len(in))
 	for i, b := range in {
 		y0, y1 := pySlice(b.y0, b.y1, h)

@@ -325,6 +325,7 @@ func TestSpillLarge(t *testing.T) {
 	}
 	x, z := rnd(1, 3, 512, 512), rnd(1, 4, 64, 64)
 	opt := TileOptions{Enabled: true, EncoderTileSize: 256, DecoderTileSize: 32}
+	limit := tensor.SetPlanLimit(0) // recycling alone first
 	tensor.PoisonDirty(true)
 	wantEnc, wantDec := m.EncoderForward(x, opt), m.Decode(z, opt)
 	tensor.PoisonDirty(false)
@@ -336,6 +337,22 @@ func TestSpillLarge(t *testing.T) {
 	}
 	if b := tensor.RecycledBytes(); b != 0 {
 		t.Errorf("%d recycled bytes still wait after the calls", b)
+	}
+	// Memory plans: the first calls record, the next ones place their
+	// buffers in the kept slab, which holds the previous calls' values.
+	tensor.SetPlanLimit(limit)
+	tensor.ReleasePlans()
+	defer tensor.ReleasePlans()
+	for i := range 3 {
+		hits := tensor.PlanHits()
+		sameBits(t, fmt.Sprintf("encoder_out planned %d", i), m.EncoderForward(x, opt), wantEnc)
+		sameBits(t, fmt.Sprintf("decoded_raw planned %d", i), m.Decode(z, opt), wantDec)
+		if got := tensor.PlanHits() - hits; (got > 0) != (i > 0) {
+			t.Errorf("call %d: %d buffers from the plan's slab", i, got)
+		}
+	}
+	if tensor.PlanSlabBytes() == 0 {
+		t.Error("no slab was made")
 	}
 	opt.Spill = Spill{Above: 1, Dir: t.TempDir()}
 	before := spilledBytes.Load()
