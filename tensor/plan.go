@@ -52,6 +52,9 @@ func init() { planLimit.Store(1 << 30) }
 // ReleasePlans does.
 func SetPlanLimit(bytes int64) (prev int64) { return planLimit.Swap(max(bytes, 0)) }
 
+// maxPlans is how many plans are kept (any one is dropped for a new one).
+const maxPlans = 16
+
 // extent is a slab buffer in use: floats [off, off+n).
 type extent struct{ off, n int }
 
@@ -183,6 +186,12 @@ func endPlan(sc *planScope) {
 		}
 		if plans.byKey == nil {
 			plans.byKey = map[string]*memPlan{}
+		}
+		for k := range plans.byKey {
+			if len(plans.byKey) < maxPlans {
+				break
+			}
+			delete(plans.byKey, k) // a server sees many sizes: keep a few
 		}
 		plans.byKey[sc.key] = p
 	}

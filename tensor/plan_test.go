@@ -192,3 +192,22 @@ func TestPlanReplay(t *testing.T) {
 	run("planning off", opts{size: n})
 	run("planning off again", opts{size: n})
 }
+
+// TestPlanCount checks that at most maxPlans plans are kept.
+func TestPlanCount(t *testing.T) {
+	ReleasePlans()
+	defer ReleasePlans()
+	for i := range 3 * maxPlans {
+		end := BeginPlan(string(rune('A' + i)))
+		s := AllocDirty(1 << 20)
+		Recycle(s, math.MaxInt)
+		end()
+	}
+	plans.Lock()
+	n := len(plans.byKey)
+	plans.Unlock()
+	if n != maxPlans {
+		t.Errorf("%d plans kept, want %d", n, maxPlans)
+	}
+	ReleaseRecycled()
+}
