@@ -93,11 +93,19 @@ func perCoreFMARate() float64 {
 }
 
 // RunBenchmarks runs every shape of BenchmarkNames, best of reps (>= 1).
+// The percentages are of the higher of the peak estimates made before and
+// after the runs (see RefinePeak).
 func RunBenchmarks(reps int) []BenchResult {
+	PeakGFLOPs()
 	var out []BenchResult
 	for _, n := range BenchmarkNames {
 		r, _ := RunBenchmark(n, reps)
 		out = append(out, r)
+	}
+	if pk := RefinePeak(); pk > 0 {
+		for i := range out {
+			out[i].PercentOfPeak = 100 * out[i].GFLOPs / pk
+		}
 	}
 	return out
 }

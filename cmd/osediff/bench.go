@@ -147,11 +147,11 @@ func cmdBenchKernels(args []string, stdout, stderr io.Writer) error {
 	if *reps < 1 {
 		return errors.New("--reps must be >= 1")
 	}
-	peak := kernels.PeakGFLOPs()
+	results := kernels.RunBenchmarks(*reps)
 	if !*asJSON {
-		fmt.Fprintf(stdout, "fp32 peak %.0f GFLOP/s (measured: an FMA loop on every worker, %d threads)\n", peak, parallel.Threads())
+		fmt.Fprintf(stdout, "fp32 peak %.0f GFLOP/s (an FMA loop on one core × %d threads, the higher of estimates before and after the runs)\n", kernels.PeakGFLOPs(), parallel.Threads())
 	}
-	for _, r := range kernels.RunBenchmarks(*reps) {
+	for _, r := range results {
 		if *asJSON {
 			_ = json.NewEncoder(stdout).Encode(r)
 			continue
