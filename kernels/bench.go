@@ -39,6 +39,7 @@ var BenchmarkNames = []string{"sgemm_2048", "conv3x3_128_256", "conv3x3_256_128"
 
 var (
 	peakOnce sync.Once
+	peakMu   sync.Mutex // guards peak (RefinePeak raises it)
 	peak     float64
 )
 
@@ -54,7 +55,14 @@ var (
 // clock equals the one-core clock, true on the 2-core Zen 4 machine
 // (≈ 117 GFLOP/s per core, 234 in all). With no fast path it returns 0.
 func PeakGFLOPs() float64 {
-	peakOnce.Do(func() { peak = perCoreFMARate() * float64(parallel.Threads()) })
+	peakOnce.Do(func() {
+		p := perCoreFMARate() * float64(parallel.Threads())
+		peakMu.Lock()
+		peak = p
+		peakMu.Unlock()
+	})
+	peakMu.Lock()
+	defer peakMu.Unlock()
 	return peak
 }
 
@@ -64,10 +72,11 @@ func PeakGFLOPs() float64 {
 // seen here where the machine gives 457), which would inflate every
 // percentage of it; the end of a long benchmark is a second chance.
 func RefinePeak() float64 {
-	p := PeakGFLOPs()
-	if q := perCoreFMARate() * float64(parallel.Threads()); q > p {
-		peak = q
-	}
+	PeakGFLOPs()
+	q := perCoreFMARate() * float64(parallel.Threads())
+	peakMu.Lock()
+	defer peakMu.Unlock()
+	peak = max(peak, q)
 	return peak
 }
 

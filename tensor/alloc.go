@@ -54,7 +54,8 @@ var recycled struct {
 // will read or write again and that the caller owns alone, for reuse by
 // AllocDirty. Small buffers are left to the collector. While the buffers
 // waiting take more than limit bytes, the oldest are discarded (see
-// Discard) and dropped.
+// Discard) and dropped. A buffer of a memory plan's slab (BeginPlan) goes
+// back to the slab instead.
 func Recycle(s []float32, limit int) {
 	if cap(s)*4 < hugeMin {
 		return
