@@ -211,3 +211,53 @@ func TestPlanCount(t *testing.T) {
 	}
 	ReleaseRecycled()
 }
+
+// TestPlanConcurrent runs regions of one key on several goroutines at once
+// (one of them planned at a time, the others not): every buffer keeps the
+// values its goroutine wrote while it is in use.
+func TestPlanConcurrent(t *testing.T) {
+	ReleasePlans()
+	defer ReleasePlans()
+	const n = 1 << 20
+	hits := PlanHits()
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 4 {
+		wg.Go(func() {
+			for it := range 12 {
+				end := BeginPlan("concurrent")
+				v := float32(g*100 + it)
+				a, b := AllocDirty(n), AllocDirty(2*n)
+				for i := range a {
+					a[i] = v
+				}
+				for i := range b {
+					b[i] = v + 0.5
+				}
+				Recycle(a, math.MaxInt)
+				c := AllocDirty(n)
+				for i := range c {
+					c[i] = v + 0.25
+				}
+				for i := 0; i < len(b); i += 4093 {
+					if b[i] != v+0.5 || (i < len(c) && c[i] != v+0.25) {
+						errs <- "a buffer in use was overwritten"
+						break
+					}
+				}
+				Recycle(b, math.MaxInt)
+				Recycle(c, math.MaxInt)
+				end()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	if PlanHits() == hits {
+		t.Error("no region replayed the plan")
+	}
+	ReleaseRecycled()
+}
