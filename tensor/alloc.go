@@ -93,7 +93,8 @@ func AllocDirty(n int) []float32 {
 	if n*4 < hugeMin {
 		return allocDirty(n)
 	}
-	if s := planAlloc(n); s != nil {
+	sc := activeScope()
+	if s := sc.alloc(n); s != nil {
 		if poisonDirty.Load() {
 			for i := range s {
 				s[i] = float32(math.NaN())
@@ -102,7 +103,7 @@ func AllocDirty(n int) []float32 {
 		return s
 	}
 	s := allocDirty(n)
-	planRecord(s)
+	sc.record(s)
 	return s
 }
 

@@ -72,7 +72,7 @@ type planScope struct {
 	gid uint64
 	p   *memPlan // replaying; nil while recording
 	i   int      // next request
-	off bool     // departed from the plan: no more slab for this region
+	off bool     // replaying, departed from the plan: no more slab for this region
 
 	// recording: each request's size, the tick it was made and the tick it
 	// was recycled (-1: never), and the requests whose buffers are still
@@ -179,7 +179,7 @@ func endPlan(sc *planScope) {
 	switch {
 	case sc.p != nil && (sc.off || sc.i != len(sc.p.sizes)):
 		delete(plans.byKey, sc.key) // departed: record again next time
-	case sc.p == nil && !sc.off:
+	case sc.p == nil:
 		p := packPlan(sc.sizes, sc.t0, sc.t1)
 		if int64(p.need)*4 > planLimit.Load() {
 			return
@@ -233,20 +233,16 @@ func packPlan(sizes, t0, t1 []int) *memPlan {
 	return p
 }
 
-// planAlloc serves a large AllocDirty request of n floats from the active
-// plan's slab, or returns nil (the request takes memory as before). While
-// recording it only counts the request; planRecord notes the buffer.
-func planAlloc(n int) []float32 {
-	sc := activeScope()
-	if sc == nil || sc.off {
+// alloc serves a large AllocDirty request of n floats from the plan of sc,
+// the calling goroutine's active region (nil: none), or returns nil (the
+// request takes memory as before, and record notes it while recording).
+func (sc *planScope) alloc(n int) []float32 {
+	if sc == nil || sc.p == nil || sc.off {
 		return nil
 	}
 	plans.Lock()
 	defer plans.Unlock()
 	if plans.active != sc {
-		return nil
-	}
-	if sc.p == nil {
 		return nil
 	}
 	i := sc.i
@@ -269,16 +265,15 @@ func planAlloc(n int) []float32 {
 	return plans.slab[off : off+n : off+n]
 }
 
-// planRecord notes, while recording, a large request of the active
-// region's goroutine that was served as before.
-func planRecord(s []float32) {
-	sc := activeScope()
-	if sc == nil {
+// record notes, while sc (the calling goroutine's active region, or nil)
+// records, a large request that was served as before.
+func (sc *planScope) record(s []float32) {
+	if sc == nil || sc.p != nil || len(s) == 0 {
 		return
 	}
 	plans.Lock()
 	defer plans.Unlock()
-	if plans.active != sc || sc.p != nil || sc.off || len(s) == 0 {
+	if plans.active != sc {
 		return
 	}
 	sc.tick++
