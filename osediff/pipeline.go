@@ -365,6 +365,8 @@ func (p *Pipeline) Upscale(ctx context.Context, img *imageio.RGB8, o Options) (*
 		return nil, errors.New("empty image")
 	}
 	res := &Result{}
+	// The decode reuses the encode's spill files and memory pages.
+	defer vae.Hold()()
 	sys0 := systemSeconds()
 	stage := func(name string, t0 time.Time) {
 		sys := systemSeconds()

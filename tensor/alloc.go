@@ -30,9 +30,10 @@ func Alloc(n int) []float32 {
 // at once (Linux), where Go would return them only after a collection and a
 // scavenger pass. The buffer stays valid memory (it reads as zeros, or as
 // its old values where the OS kept them) until the collector frees it. Only
-// for buffers the caller owns alone; elsewhere a no-op.
+// for buffers the caller owns alone; elsewhere a no-op. A buffer of a
+// memory plan's slab goes back to the slab instead (see Free).
 func Discard(s []float32) {
-	if len(s)*4 >= hugeMin {
+	if len(s)*4 >= hugeMin && !planRecycle(s[:cap(s)]) {
 		discard(s)
 	}
 }
@@ -188,3 +189,22 @@ var unzeroed = true
 // SetUnzeroed sets whether AllocDirty may return memory it did not zero
 // (for A/B measurements) and returns the previous setting.
 func SetUnzeroed(on bool) (prev bool) { prev, unzeroed = unzeroed, on; return }
+
+// Free hands back s, a large buffer from AllocDirty whose values are dead
+// and that the caller owns alone: a buffer of a memory plan's slab returns
+// to the slab (see BeginPlan); any other is left to the collector, as if
+// dropped.
+func Free(s []float32) {
+	if cap(s)*4 >= hugeMin {
+		planRecycle(s[:cap(s)])
+	}
+}
+
+// InSlab reports whether s lies in a memory plan's slab: a buffer that must
+// not outlive the computation that planned it (see Free).
+func InSlab(s []float32) bool {
+	plans.Lock()
+	defer plans.Unlock()
+	_, ok := slabOffset(s)
+	return ok
+}

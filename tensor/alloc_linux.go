@@ -41,9 +41,23 @@ func discard(s []float32) {
 // function that unmaps it; nil when the mapping fails. Outside the heap,
 // the memory neither raises the collector's heap goal nor the free memory
 // its scavenger keeps in proportion to it.
-func mapSlab(n int) ([]float32, func()) {
+func mapSlab(n int) ([]float32, func()) { return mapAnon(n, 0) }
+
+// reserveSlab returns a slab the size of the machine's memory mapped
+// without reserving it (MAP_NORESERVE): only the pages touched take
+// memory, and a memory plan gives back those it does not keep (trimLocked).
+func reserveSlab() ([]float32, func()) {
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) != nil || si.Totalram == 0 {
+		return nil, nil
+	}
+	total := min(uint64(si.Totalram)*uint64(si.Unit), 1<<40)
+	return mapAnon(int(total/4), unix.MAP_NORESERVE)
+}
+
+func mapAnon(n, flags int) ([]float32, func()) {
 	const huge = 2 << 20
-	b, err := unix.Mmap(-1, 0, n*4+huge, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	b, err := unix.Mmap(-1, 0, n*4+huge, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON|flags)
 	if err != nil {
 		return nil, nil
 	}

@@ -73,6 +73,9 @@ type planScope struct {
 	p   *memPlan // replaying; nil while recording
 	i   int      // next request
 	off bool     // replaying, departed from the plan: no more slab for this region
+	// firstFit: while recording, requests are served first fit from a
+	// reserved slab (BeginPlan), not as without a plan (BeginReplayPlan).
+	firstFit bool
 
 	// recording: each request's size, the tick it was made and the tick it
 	// was recycled (-1: never), and the requests whose buffers are still
@@ -85,11 +88,17 @@ type planScope struct {
 
 var plans struct {
 	sync.Mutex
-	byKey  map[string]*memPlan
-	slab   []float32
-	unmap  func()   // unmaps slab
-	inUse  []extent // slab buffers handed out and not recycled
-	active *planScope
+	byKey map[string]*memPlan
+	slab  []float32
+	unmap func()   // unmaps slab
+	inUse []extent // slab buffers handed out and not recycled, by offset
+	// reserved: slab is a reservation of address space (Linux), of which
+	// only the pages touched take memory; a recording region is served
+	// from it too. high is the end of the part touched and kept.
+	reserved, tried bool
+	high            int
+	holds           int // HoldPlans calls not yet released
+	active          *planScope
 }
 
 // planHits counts requests served from the slab (tests).
@@ -103,28 +112,85 @@ func PlanHits() int64 { return planHits.Load() }
 func PlanSlabBytes() int {
 	plans.Lock()
 	defer plans.Unlock()
+	if plans.reserved {
+		return plans.high * 4
+	}
 	return len(plans.slab) * 4
+}
+
+// HoldPlans keeps every page of the slab that planned regions touch until
+// the returned function is called (once; holds nest), instead of giving
+// back, when each region ends, those that no kept plan needs. A
+// computation made of several planned regions with other work between
+// them (a pipeline's VAE encode, UNet and decode) then has its later
+// regions reuse the earlier ones' pages rather than fault in new ones,
+// which on this project's VM cost 1.5–3.5 s per GiB; the peak is that of
+// the largest region, as before.
+func HoldPlans() (release func()) {
+	plans.Lock()
+	plans.holds++
+	plans.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			plans.Lock()
+			defer plans.Unlock()
+			plans.holds--
+			if plans.holds == 0 && plans.active == nil {
+				trimLocked(keptNeedLocked())
+			}
+		})
+	}
+}
+
+// PlanBytesOut returns the bytes of slab buffers handed out and not yet
+// back: between computations, buffers their results still hold (tests
+// check that a computation leaves none).
+func PlanBytesOut() int {
+	plans.Lock()
+	defer plans.Unlock()
+	n := 0
+	for _, e := range plans.inUse {
+		n += e.n * 4
+	}
+	return n
 }
 
 // BeginPlan starts a planned region keyed by key on the calling goroutine
 // and returns the function that ends it (see the comment above: the first
-// region of a key records, later ones replay). Only one region is active
-// at a time in the process: while one is, BeginPlan returns a function
-// that does nothing and the region runs unplanned. Regions of the same key
-// must make the same requests for their plan to hold (a key names the
-// computation and its sizes).
-func BeginPlan(key string) (end func()) {
+// region of a key records, served first fit from the reserved slab where
+// there is one; later ones replay). Only one region is active at a time in
+// the process: while one is, BeginPlan returns a function that does
+// nothing and the region runs unplanned. Regions of the same key must make
+// the same requests for their plan to hold (a key names the computation
+// and its sizes).
+func BeginPlan(key string) (end func()) { return beginPlan(key, true) }
+
+// BeginReplayPlan is BeginPlan for a computation whose first call should
+// take its memory as without a plan (recording only): first fit packs
+// less tightly than the plan (the untiled 512×512 decode reached 568 MiB
+// of slab where its plan needs 512), and where the first call's peak
+// matters more than its page faults, the first call keeps its old peak.
+func BeginReplayPlan(key string) (end func()) { return beginPlan(key, false) }
+
+func beginPlan(key string, firstFit bool) (end func()) {
 	if planLimit.Load() <= 0 {
 		return func() {}
 	}
-	sc := &planScope{key: key, gid: goid()}
+	sc := &planScope{key: key, gid: goid(), firstFit: firstFit}
 	plans.Lock()
 	if plans.active != nil {
 		plans.Unlock()
 		return func() {}
 	}
+	if plans.slab == nil && !plans.tried {
+		plans.tried = true
+		if slab, unmap := reserveSlab(); slab != nil {
+			plans.slab, plans.unmap, plans.reserved = slab, unmap, true
+		}
+	}
 	if p := plans.byKey[key]; p != nil {
-		if len(plans.slab) < p.need && len(plans.inUse) == 0 {
+		if !plans.reserved && len(plans.slab) < p.need && len(plans.inUse) == 0 {
 			// One slab for every plan kept: the stages that plan run one
 			// after the other.
 			need := 0
@@ -155,10 +221,13 @@ func ReleasePlans() {
 	if len(plans.inUse) == 0 {
 		unmapSlabLocked()
 	} else {
-		// Buffers of it are still out: leave it mapped (and unused).
+		// Buffers of it are still out: leave it mapped (and unused), its
+		// free pages given back.
+		trimLocked(0)
 		plans.slab, plans.unmap = nil, nil
 	}
 	plans.inUse = nil
+	plans.reserved, plans.tried, plans.high = false, false, 0
 }
 
 // unmapSlabLocked unmaps the slab, whose buffers are all back.
@@ -169,6 +238,37 @@ func unmapSlabLocked() {
 	plans.slab, plans.unmap = nil, nil
 }
 
+// trimLocked gives the OS back the pages of a reserved slab past keep
+// floats that no buffer in use holds.
+func trimLocked(keep int) {
+	if !plans.reserved {
+		return
+	}
+	lo := keep
+	for _, e := range plans.inUse {
+		if e.off > lo && lo < plans.high {
+			discard(plans.slab[lo:min(e.off, plans.high)])
+		}
+		lo = max(lo, e.off+e.n)
+	}
+	if lo < plans.high {
+		discard(plans.slab[lo:plans.high])
+	}
+	plans.high = max(keep, lo)
+	if len(plans.inUse) == 0 {
+		plans.high = min(plans.high, keep)
+	}
+}
+
+// keptNeedLocked is the most floats of slab a kept plan needs.
+func keptNeedLocked() int {
+	need := 0
+	for _, p := range plans.byKey {
+		need = max(need, p.need)
+	}
+	return need
+}
+
 func endPlan(sc *planScope) {
 	plans.Lock()
 	defer plans.Unlock()
@@ -176,6 +276,14 @@ func endPlan(sc *planScope) {
 		return
 	}
 	plans.active = nil
+	// A reserved slab keeps the pages the kept plans need, no more: the
+	// rest of what this region touched goes back to the OS, unless the
+	// pages are held for the regions to come (HoldPlans).
+	defer func() {
+		if plans.holds == 0 {
+			trimLocked(keptNeedLocked())
+		}
+	}()
 	switch {
 	case sc.p != nil && (sc.off || sc.i != len(sc.p.sizes)):
 		delete(plans.byKey, sc.key) // departed: record again next time
@@ -237,13 +345,27 @@ func packPlan(sizes, t0, t1 []int) *memPlan {
 // the calling goroutine's active region (nil: none), or returns nil (the
 // request takes memory as before, and record notes it while recording).
 func (sc *planScope) alloc(n int) []float32 {
-	if sc == nil || sc.p == nil || sc.off {
+	if sc == nil || sc.off {
 		return nil
 	}
 	plans.Lock()
 	defer plans.Unlock()
 	if plans.active != sc {
 		return nil
+	}
+	if sc.p == nil {
+		// Recording: a reserved slab serves the request where it fits now
+		// (firstFitLocked), so that even the first call at a size reuses
+		// the pages its dead buffers leave, whatever their sizes; the plan
+		// packs the lifetimes better for the calls after.
+		if !sc.firstFit {
+			return nil
+		}
+		s := firstFitLocked(n)
+		if s != nil {
+			sc.recordLocked(s)
+		}
+		return s
 	}
 	i := sc.i
 	sc.i++
@@ -260,9 +382,41 @@ func (sc *planScope) alloc(n int) []float32 {
 			return nil // a buffer the plan expected back is still in use
 		}
 	}
-	plans.inUse = append(plans.inUse, extent{off, n})
+	return useLocked(off, n)
+}
+
+// useLocked hands out the slab's floats [off, off+n).
+func useLocked(off, n int) []float32 {
+	i, _ := slices.BinarySearchFunc(plans.inUse, off, func(e extent, off int) int { return e.off - off })
+	plans.inUse = slices.Insert(plans.inUse, i, extent{off, n})
+	plans.high = max(plans.high, off+n)
 	planHits.Add(1)
 	return plans.slab[off : off+n : off+n]
+}
+
+// firstFitLocked serves n floats from a reserved slab in the smallest gap
+// between the buffers in use that holds them, else past the last one (at
+// offsets that are multiples of 4 KiB), or returns nil.
+func firstFitLocked(n int) []float32 {
+	if !plans.reserved {
+		return nil
+	}
+	const align = 1 << 10 // floats
+	best, bestGap := -1, 0
+	off := 0
+	for _, e := range plans.inUse {
+		if gap := e.off - off; gap >= n && (best < 0 || gap < bestGap) {
+			best, bestGap = off, gap
+		}
+		off = max(off, (e.off+e.n+align-1)&^(align-1))
+	}
+	if best < 0 {
+		best = off
+	}
+	if best+n > len(plans.slab) {
+		return nil
+	}
+	return useLocked(best, n)
 }
 
 // record notes, while sc (the calling goroutine's active region, or nil)
@@ -276,6 +430,10 @@ func (sc *planScope) record(s []float32) {
 	if plans.active != sc {
 		return
 	}
+	sc.recordLocked(s)
+}
+
+func (sc *planScope) recordLocked(s []float32) {
 	sc.tick++
 	sc.out[unsafe.SliceData(s)] = len(sc.sizes)
 	sc.sizes = append(sc.sizes, len(s))
@@ -292,6 +450,13 @@ func planRecycle(s []float32) bool {
 	}
 	plans.Lock()
 	defer plans.Unlock()
+	if sc := plans.active; sc != nil && sc.out != nil {
+		if i, ok := sc.out[unsafe.SliceData(s)]; ok {
+			delete(sc.out, unsafe.SliceData(s))
+			sc.tick++
+			sc.t1[i] = sc.tick
+		}
+	}
 	if off, ok := slabOffset(s); ok {
 		for k, e := range plans.inUse {
 			if e.off == off {
@@ -300,13 +465,6 @@ func planRecycle(s []float32) bool {
 			}
 		}
 		return true
-	}
-	if sc := plans.active; sc != nil && sc.out != nil {
-		if i, ok := sc.out[unsafe.SliceData(s)]; ok {
-			delete(sc.out, unsafe.SliceData(s))
-			sc.tick++
-			sc.t1[i] = sc.tick
-		}
 	}
 	return false
 }

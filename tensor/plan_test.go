@@ -71,7 +71,8 @@ func inSlab(s []float32) bool {
 }
 
 // TestPlanReplay runs a region's requests again and again: the first run
-// records, later ones take their buffers from the slab, and a run that
+// records (served first fit from a reserved slab, on Linux), later ones
+// take their planned places in the slab, and a run that
 // departs from the plan (another size, a buffer held past its recorded
 // end, another goroutine's request) is served as without a plan, with
 // buffers that never overlap one still in use.
@@ -144,7 +145,7 @@ func TestPlanReplay(t *testing.T) {
 			t.Errorf("%s: %d requests served from the slab (%d buffers in it), want %d (%d)", name, got, in, o.wantHits, o.wantIn)
 		}
 	}
-	run("record", opts{size: n})
+	run("record", opts{size: n, wantHits: 3, wantIn: 3})
 	run("replay", opts{size: n, wantHits: 3, wantIn: 3})
 	if got := PlanSlabBytes(); got != 3*n*4 {
 		t.Errorf("slab of %d bytes, want %d (a and c share a place)", got, 3*n*4)
@@ -152,7 +153,7 @@ func TestPlanReplay(t *testing.T) {
 	run("replay with a held", opts{size: n, hold: true, wantHits: 2, wantIn: 2})
 	run("replay with a foreign request", opts{size: n, foreign: true, wantHits: 3, wantIn: 3})
 	run("replay with another size", opts{size: 3 * n, wantHits: 2, wantIn: 2})
-	run("record again", opts{size: 3 * n})
+	run("record again", opts{size: 3 * n, wantHits: 3, wantIn: 3})
 	run("replay the new plan", opts{size: 3 * n, wantHits: 3, wantIn: 3})
 
 	// Only one region at a time: a second one runs unplanned.
@@ -186,11 +187,130 @@ func TestPlanReplay(t *testing.T) {
 	}
 	prev := SetPlanLimit(int64(2 * n * 4))
 	defer SetPlanLimit(prev)
-	run("record over the limit", opts{size: n})
-	run("no plan kept", opts{size: n})
+	run("record over the limit", opts{size: n, wantHits: 3, wantIn: 3})
+	run("no plan kept", opts{size: n, wantHits: 3, wantIn: 3})
 	SetPlanLimit(0)
 	run("planning off", opts{size: n})
 	run("planning off again", opts{size: n})
+}
+
+// TestPlanFirstFit checks a recording region's first-fit service from the
+// reserved slab: a request takes the place a dead buffer left, whatever
+// their sizes; a buffer never handed back keeps its place through later
+// regions until it is (Free); and the pages of a plan not kept go back.
+func TestPlanFirstFit(t *testing.T) {
+	ReleasePlans()
+	defer ReleasePlans()
+	end := BeginPlan("probe")
+	end()
+	plans.Lock()
+	reserved := plans.reserved
+	plans.Unlock()
+	if !reserved {
+		t.Skip("no reserved slab on this OS: recording regions are served as before")
+	}
+	const n = 1 << 20
+	end = BeginPlan("first fit")
+	a := AllocDirty(3 * n)
+	b := AllocDirty(2 * n)
+	Free(a)
+	c := AllocDirty(2 * n) // a's place, smaller
+	if !inSlab(a) || !inSlab(b) || !inSlab(c) || &c[0] != &a[0] || overlaps(b, c) {
+		t.Fatalf("c did not take a's place (a %p, b %p, c %p)", &a[0], &b[0], &c[0])
+	}
+	Free(b)
+	end() // c escapes: never handed back in the region
+	for i := range c {
+		c[i] = 7
+	}
+	for range 3 {
+		end = BeginPlan("first fit")
+		a := AllocDirty(3 * n)
+		b := AllocDirty(2 * n)
+		for i := range a {
+			a[i] = 1
+		}
+		for i := range b {
+			b[i] = 2
+		}
+		if overlaps(a, c) || overlaps(b, c) {
+			t.Fatal("a later region took the place of a buffer still out")
+		}
+		Free(a)
+		Free(b)
+		end()
+	}
+	for _, v := range c {
+		if v != 7 {
+			t.Fatalf("the buffer still out holds %v, want 7", v)
+		}
+	}
+	Free(c)
+	// A replay-only region records its first call without the slab.
+	for i := range 2 {
+		end = BeginReplayPlan("replay only")
+		a := AllocDirty(n)
+		if inSlab(a) != (i == 1) {
+			t.Errorf("replay-only region, call %d: from the slab %v", i, inSlab(a))
+		}
+		Recycle(a, math.MaxInt)
+		end()
+	}
+	ReleaseRecycled()
+	ReleasePlans()
+	prev := SetPlanLimit(4) // keeps no plan: every page goes back
+	defer SetPlanLimit(prev)
+	end = BeginPlan("not kept")
+	Free(AllocDirty(n))
+	end()
+	if got := PlanSlabBytes(); got != 0 {
+		t.Errorf("%d bytes of slab kept without a plan", got)
+	}
+}
+
+// TestHoldPlans checks that a held slab keeps the pages a region touched
+// past its end, for the next region to reuse, and gives back those no kept
+// plan needs once the last hold is released.
+func TestHoldPlans(t *testing.T) {
+	ReleasePlans()
+	defer ReleasePlans()
+	end := BeginPlan("probe")
+	end()
+	plans.Lock()
+	reserved := plans.reserved
+	plans.Unlock()
+	if !reserved {
+		t.Skip("no reserved slab on this OS")
+	}
+	ReleasePlans()
+	prev := SetPlanLimit(4) // keeps no plan
+	defer SetPlanLimit(prev)
+	const n = 1 << 20
+	outer := HoldPlans()
+	inner := HoldPlans()
+	end = BeginPlan("held")
+	a := AllocDirty(2 * n)
+	Free(a)
+	end()
+	if got := PlanSlabBytes(); got != 2*n*4 {
+		t.Fatalf("held slab of %d bytes, want %d", got, 2*n*4)
+	}
+	end = BeginPlan("next")
+	b := AllocDirty(n)
+	if &b[0] != &a[0] {
+		t.Error("the next region did not reuse the held pages")
+	}
+	Free(b)
+	end()
+	inner()
+	inner()
+	if got := PlanSlabBytes(); got != 2*n*4 {
+		t.Errorf("slab of %d bytes while a hold remains, want %d", got, 2*n*4)
+	}
+	outer()
+	if got := PlanSlabBytes(); got != 0 {
+		t.Errorf("slab of %d bytes after the last hold, want 0 (no plan kept)", got)
+	}
 }
 
 // TestPlanCount checks that at most maxPlans plans are kept.

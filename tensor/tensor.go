@@ -129,9 +129,45 @@ func (t *Tensor) CopyFrom(src *Tensor) {
 		src.copyTo(t.Data())
 		return
 	}
-	c := src.Contiguous().Data()
-	i := 0
-	t.forEach(func(off int) { t.data[off] = c[i]; i++ })
+	// Both strided: walk the rows of the two in step, with no dense copy of
+	// src (a temporary would be garbage inside a memory plan's region).
+	r := len(t.shape)
+	if t.Numel() == 0 {
+		return
+	}
+	if r == 0 {
+		t.data[t.offset] = src.data[src.offset]
+		return
+	}
+	last := r - 1
+	inner := t.shape[last]
+	dst, ds := t.strides[last], src.strides[last]
+	idx := make([]int, r)
+	do, so := t.offset, src.offset
+	for {
+		if dst == 1 && ds == 1 {
+			copy(t.data[do:do+inner], src.data[so:so+inner])
+		} else {
+			for j := range inner {
+				t.data[do+j*dst] = src.data[so+j*ds]
+			}
+		}
+		d := last - 1
+		for ; d >= 0; d-- {
+			idx[d]++
+			do += t.strides[d]
+			so += src.strides[d]
+			if idx[d] < t.shape[d] {
+				break
+			}
+			do -= t.strides[d] * t.shape[d]
+			so -= src.strides[d] * src.shape[d]
+			idx[d] = 0
+		}
+		if d < 0 {
+			return
+		}
+	}
 }
 
 func (t *Tensor) copyTo(dst []float32) {

@@ -64,6 +64,23 @@ func TestViews(t *testing.T) {
 			t.Fatalf("CopyFrom: %d", i)
 		}
 	}
+	// CopyFrom between two strided views (no dense copy of the source),
+	// against an element-by-element copy, at awkward sizes.
+	for _, c := range []struct{ d0, d1, d2 int }{{1, 1, 1}, {0, 3, 5}, {3, 0, 2}, {2, 5, 17}, {3, 7, 33}, {1, 65, 3}} {
+		src := seq(c.d0+1, c.d1+2, c.d2+3).Narrow(0, 1, c.d0).Narrow(1, 2, c.d1).Narrow(2, 1, c.d2) // [d0, d1, d2] strided
+		for _, perm := range [][]int{{0, 1, 2}, {2, 0, 1}, {1, 2, 0}} {
+			big := New(c.d2+4, c.d0+3, c.d1+5) // a strided destination
+			dst := big.Narrow(0, 3, c.d2).Narrow(1, 1, c.d0).Narrow(2, 2, c.d1).Permute(1, 2, 0).Permute(perm...)
+			view := src.Permute(perm...)
+			dst.CopyFrom(view)
+			want, got := view.Clone().Data(), dst.Clone().Data()
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("CopyFrom %v perm %v: element %d is %v, want %v", c, perm, i, got[i], want[i])
+				}
+			}
+		}
+	}
 	// Zero-size and scalar tensors.
 	if New(0, 3).Contiguous().Numel() != 0 || New().Numel() != 1 {
 		t.Fatal("zero-size or scalar")

@@ -224,12 +224,22 @@ func (m *AutoencoderKL) Decode(z *tensor.Tensor, t TileOptions) *tensor.Tensor {
 // untiled decode near what is live (0.3 GB less at 512×512, measured).
 // Those buffers follow a memory plan kept from the previous call at this
 // size (tensor.BeginPlan, ended after sp.close as in tiledForward).
+// The output, made in the region, leaves the slab for the heap.
 func untiled(name string, x *tensor.Tensor, fwd func(Tiles) Tiles) *tensor.Tensor {
-	sp := newSpiller(Spill{})
-	defer tensor.BeginPlan(fmt.Sprintf("vae.untiled %s %v", name, x.Shape()))()
-	defer sp.close()
-	y := fwd(Tiles{sp.adopt(x)})[0]
-	release(y)
+	y := func() *tensor.Tensor {
+		sp := newSpiller(Spill{})
+		// Its first call records only: first fit would raise its peak.
+		defer tensor.BeginReplayPlan(fmt.Sprintf("vae.untiled %s %v", name, x.Shape()))()
+		defer sp.close()
+		y := fwd(Tiles{sp.adopt(x)})[0]
+		release(y)
+		return y
+	}()
+	if tensor.InSlab(y.Storage()) {
+		c := y.Clone() // [N, C', H', W'] on the heap: no region is active
+		tensor.Free(y.Storage())
+		y = c
+	}
 	return y
 }
 

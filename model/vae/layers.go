@@ -104,6 +104,7 @@ func (a *Attention) Forward(xs Tiles) Tiles {
 			t := tensor.Empty(x.Shape()...)         // written in full
 			applyNorm(a.GroupNorm, st, x, t, false) // [N, C, h, w]
 			y := a.attend(t)                        // [N, C, h, w]
+			tensor.Free(t.Storage())                // t's last use
 			nn.AddInPlace(y, x)                     // [N, C, h, w] + residual
 			return y
 		})

@@ -122,8 +122,9 @@ func (sp *spiller) adopt(t *tensor.Tensor) *tensor.Tensor {
 }
 
 // close releases every tensor sp adopted (the end of the tiled call, or a
-// panic in it): no file outlives the call, and no recycled buffer outlives
-// it waiting for reuse.
+// panic in it): no file outlives the call (but for the next call's reuse
+// while a Hold is active), and no recycled buffer outlives it waiting for
+// reuse.
 func (sp *spiller) close() {
 	if sp == nil {
 		return
@@ -136,11 +137,21 @@ func (sp *spiller) close() {
 		release(t)
 	}
 	sp.mu.Lock()
-	for _, f := range sp.free {
-		f.Close()
-	}
+	free := sp.free
 	sp.free = nil
 	sp.mu.Unlock()
+	filePool.Lock()
+	if filePool.holds > 0 {
+		if filePool.free == nil {
+			filePool.free = map[string][]*os.File{}
+		}
+		filePool.free[sp.dir] = append(filePool.free[sp.dir], free...)
+		free = nil
+	}
+	filePool.Unlock()
+	for _, f := range free {
+		f.Close()
+	}
 	if recycleDropped {
 		tensor.ReleaseRecycled()
 	}
@@ -212,22 +223,27 @@ func park(t *tensor.Tensor) {
 
 // file returns a spill file for n bytes: the smallest free one that holds
 // them, else the largest free one (it grows), else a new unlinked file.
+// A file from the calls before, kept while a Hold is active (see Hold),
+// comes before growing one of the spiller's own or making a new one.
 func (sp *spiller) file(n int64) (*os.File, error) {
 	sp.mu.Lock()
-	best := -1
-	var bestSize int64
-	for i, f := range sp.free {
-		st, err := f.Stat()
-		if err != nil {
-			continue
-		}
-		sz := st.Size()
-		fits, bestFits := sz >= n, bestSize >= n
-		if best < 0 || (fits && (!bestFits || sz < bestSize)) || (!fits && !bestFits && sz > bestSize) {
-			best, bestSize = i, sz
-		}
+	if best, size := pickFile(sp.free, n); best >= 0 && size >= n {
+		f := sp.free[best]
+		sp.free = slices.Delete(sp.free, best, best+1)
+		sp.mu.Unlock()
+		return f, nil
 	}
-	if best >= 0 {
+	sp.mu.Unlock()
+	filePool.Lock()
+	if best, _ := pickFile(filePool.free[sp.dir], n); best >= 0 {
+		f := filePool.free[sp.dir][best]
+		filePool.free[sp.dir] = slices.Delete(filePool.free[sp.dir], best, best+1)
+		filePool.Unlock()
+		return f, nil
+	}
+	filePool.Unlock()
+	sp.mu.Lock()
+	if best, _ := pickFile(sp.free, n); best >= 0 {
 		f := sp.free[best]
 		sp.free = slices.Delete(sp.free, best, best+1)
 		sp.mu.Unlock()
@@ -241,6 +257,68 @@ func (sp *spiller) file(n int64) (*os.File, error) {
 	os.Remove(f.Name()) // unlinked: the pages go when the file is closed
 	spillFilesMade.Add(1)
 	return f, nil
+}
+
+// pickFile returns the index and size of the smallest of files that holds
+// n bytes, else of the largest (-1: none).
+func pickFile(files []*os.File, n int64) (best int, bestSize int64) {
+	best = -1
+	for i, f := range files {
+		st, err := f.Stat()
+		if err != nil {
+			continue
+		}
+		sz := st.Size()
+		fits, bestFits := sz >= n, bestSize >= n
+		if best < 0 || (fits && (!bestFits || sz < bestSize)) || (!fits && !bestFits && sz > bestSize) {
+			best, bestSize = i, sz
+		}
+	}
+	return best, bestSize
+}
+
+// filePool keeps the spill files of calls that ended while a Hold is
+// active, by directory, for the calls after them.
+var filePool struct {
+	sync.Mutex
+	holds int
+	free  map[string][]*os.File
+}
+
+// Hold keeps, until the returned function is called (once; holds nest),
+// what tiled and untiled forwards leave behind for the next ones to reuse:
+// their spill files, and the pages of the memory plans' slab
+// (tensor.HoldPlans). A pipeline holds across one image's VAE encode, UNet
+// and decode, so that the decode writes its parked tiles over the page
+// cache the encode's files already have and places its activations in
+// pages the encode touched, instead of faulting in new ones: on this
+// project's VM a page new to the process costs 1.5–3.5 s per GiB (the host
+// backs it again), a page reused a small fraction of that. The files are
+// unlinked; released, they are closed and their pages freed.
+func Hold() (release func()) {
+	releasePlans := tensor.HoldPlans()
+	filePool.Lock()
+	filePool.holds++
+	filePool.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			filePool.Lock()
+			filePool.holds--
+			var closing []*os.File
+			if filePool.holds == 0 {
+				for _, fs := range filePool.free {
+					closing = append(closing, fs...)
+				}
+				filePool.free = nil
+			}
+			filePool.Unlock()
+			for _, f := range closing {
+				f.Close()
+			}
+			releasePlans()
+		})
+	}
 }
 
 // copyFile writes b to f from offset 0 (write) or reads it back, in one

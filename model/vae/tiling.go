@@ -138,6 +138,8 @@ func tiledForward(x *tensor.Tensor, tile, pad, f int, decoder bool, spill Spill,
 		}
 		dst := res.Narrow(2, dy0, dy1-dy0).Narrow(3, dx0, dx1-dx0)
 		dst.CopyFrom(t.Narrow(2, cy0, cy1-cy0).Narrow(3, cx0, cx1-cx0))
+		tensor.Free(t.Storage()) // the tile's last use
+		t.DropData()
 	}
 	return res
 }
