@@ -73,9 +73,9 @@ type planScope struct {
 	p   *memPlan // replaying; nil while recording
 	i   int      // next request
 	off bool     // replaying, departed from the plan: no more slab for this region
-	// firstFit: while recording, requests are served first fit from a
+	// bestFit: while recording, requests are served best fit from a
 	// reserved slab (BeginPlan), not as without a plan (BeginReplayPlan).
-	firstFit bool
+	bestFit bool
 
 	// recording: each request's size, the tick it was made and the tick it
 	// was recycled (-1: never), and the requests whose buffers are still
@@ -158,7 +158,7 @@ func PlanBytesOut() int {
 
 // BeginPlan starts a planned region keyed by key on the calling goroutine
 // and returns the function that ends it (see the comment above: the first
-// region of a key records, served first fit from the reserved slab where
+// region of a key records, served best fit from the reserved slab where
 // there is one; later ones replay). Only one region is active at a time in
 // the process: while one is, BeginPlan returns a function that does
 // nothing and the region runs unplanned. Regions of the same key must make
@@ -167,17 +167,17 @@ func PlanBytesOut() int {
 func BeginPlan(key string) (end func()) { return beginPlan(key, true) }
 
 // BeginReplayPlan is BeginPlan for a computation whose first call should
-// take its memory as without a plan (recording only): first fit packs
+// take its memory as without a plan (recording only): best fit packs
 // less tightly than the plan (the untiled 512×512 decode reached 568 MiB
 // of slab where its plan needs 512), and where the first call's peak
 // matters more than its page faults, the first call keeps its old peak.
 func BeginReplayPlan(key string) (end func()) { return beginPlan(key, false) }
 
-func beginPlan(key string, firstFit bool) (end func()) {
+func beginPlan(key string, bestFit bool) (end func()) {
 	if planLimit.Load() <= 0 {
 		return func() {}
 	}
-	sc := &planScope{key: key, gid: goid(), firstFit: firstFit}
+	sc := &planScope{key: key, gid: goid(), bestFit: bestFit}
 	plans.Lock()
 	if plans.active != nil {
 		plans.Unlock()
@@ -255,9 +255,6 @@ func trimLocked(keep int) {
 		discard(plans.slab[lo:plans.high])
 	}
 	plans.high = max(keep, lo)
-	if len(plans.inUse) == 0 {
-		plans.high = min(plans.high, keep)
-	}
 }
 
 // keptNeedLocked is the most floats of slab a kept plan needs.
@@ -355,13 +352,13 @@ func (sc *planScope) alloc(n int) []float32 {
 	}
 	if sc.p == nil {
 		// Recording: a reserved slab serves the request where it fits now
-		// (firstFitLocked), so that even the first call at a size reuses
+		// (bestFitLocked), so that even the first call at a size reuses
 		// the pages its dead buffers leave, whatever their sizes; the plan
 		// packs the lifetimes better for the calls after.
-		if !sc.firstFit {
+		if !sc.bestFit {
 			return nil
 		}
-		s := firstFitLocked(n)
+		s := bestFitLocked(n)
 		if s != nil {
 			sc.recordLocked(s)
 		}
@@ -394,10 +391,10 @@ func useLocked(off, n int) []float32 {
 	return plans.slab[off : off+n : off+n]
 }
 
-// firstFitLocked serves n floats from a reserved slab in the smallest gap
+// bestFitLocked serves n floats from a reserved slab in the smallest gap
 // between the buffers in use that holds them, else past the last one (at
 // offsets that are multiples of 4 KiB), or returns nil.
-func firstFitLocked(n int) []float32 {
+func bestFitLocked(n int) []float32 {
 	if !plans.reserved {
 		return nil
 	}

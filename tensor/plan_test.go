@@ -71,7 +71,7 @@ func inSlab(s []float32) bool {
 }
 
 // TestPlanReplay runs a region's requests again and again: the first run
-// records (served first fit from a reserved slab, on Linux), later ones
+// records (served best fit from a reserved slab, on Linux), later ones
 // take their planned places in the slab, and a run that
 // departs from the plan (another size, a buffer held past its recorded
 // end, another goroutine's request) is served as without a plan, with
@@ -194,23 +194,31 @@ func TestPlanReplay(t *testing.T) {
 	run("planning off again", opts{size: n})
 }
 
-// TestPlanFirstFit checks a recording region's first-fit service from the
-// reserved slab: a request takes the place a dead buffer left, whatever
-// their sizes; a buffer never handed back keeps its place through later
-// regions until it is (Free); and the pages of a plan not kept go back.
-func TestPlanFirstFit(t *testing.T) {
+// requireReservedSlab skips the test where the OS gives plans no reserved
+// slab (recording regions are then served as without a plan); it leaves
+// no plan behind.
+func requireReservedSlab(t *testing.T) {
+	t.Helper()
 	ReleasePlans()
-	defer ReleasePlans()
-	end := BeginPlan("probe")
-	end()
+	BeginPlan("probe")()
 	plans.Lock()
 	reserved := plans.reserved
 	plans.Unlock()
+	ReleasePlans()
 	if !reserved {
-		t.Skip("no reserved slab on this OS: recording regions are served as before")
+		t.Skip("no reserved slab on this OS")
 	}
+}
+
+// TestPlanBestFit checks a recording region's best-fit service from the
+// reserved slab: a request takes the place a dead buffer left, whatever
+// their sizes; a buffer never handed back keeps its place through later
+// regions until it is (Free); and the pages of a plan not kept go back.
+func TestPlanBestFit(t *testing.T) {
+	requireReservedSlab(t)
+	defer ReleasePlans()
 	const n = 1 << 20
-	end = BeginPlan("first fit")
+	end := BeginPlan("best fit")
 	a := AllocDirty(3 * n)
 	b := AllocDirty(2 * n)
 	Free(a)
@@ -224,7 +232,7 @@ func TestPlanFirstFit(t *testing.T) {
 		c[i] = 7
 	}
 	for range 3 {
-		end = BeginPlan("first fit")
+		end = BeginPlan("best fit")
 		a := AllocDirty(3 * n)
 		b := AllocDirty(2 * n)
 		for i := range a {
@@ -272,23 +280,14 @@ func TestPlanFirstFit(t *testing.T) {
 // past its end, for the next region to reuse, and gives back those no kept
 // plan needs once the last hold is released.
 func TestHoldPlans(t *testing.T) {
-	ReleasePlans()
+	requireReservedSlab(t)
 	defer ReleasePlans()
-	end := BeginPlan("probe")
-	end()
-	plans.Lock()
-	reserved := plans.reserved
-	plans.Unlock()
-	if !reserved {
-		t.Skip("no reserved slab on this OS")
-	}
-	ReleasePlans()
 	prev := SetPlanLimit(4) // keeps no plan
 	defer SetPlanLimit(prev)
 	const n = 1 << 20
 	outer := HoldPlans()
 	inner := HoldPlans()
-	end = BeginPlan("held")
+	end := BeginPlan("held")
 	a := AllocDirty(2 * n)
 	Free(a)
 	end()

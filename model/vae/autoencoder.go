@@ -228,7 +228,7 @@ func (m *AutoencoderKL) Decode(z *tensor.Tensor, t TileOptions) *tensor.Tensor {
 func untiled(name string, x *tensor.Tensor, fwd func(Tiles) Tiles) *tensor.Tensor {
 	y := func() *tensor.Tensor {
 		sp := newSpiller(Spill{})
-		// Its first call records only: first fit would raise its peak.
+		// Its first call records only: best fit would raise its peak.
 		defer tensor.BeginReplayPlan(fmt.Sprintf("vae.untiled %s %v", name, x.Shape()))()
 		defer sp.close()
 		y := fwd(Tiles{sp.adopt(x)})[0]

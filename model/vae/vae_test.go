@@ -267,12 +267,19 @@ func sameBits(t *testing.T, name string, got, want *tensor.Tensor) {
 // files (Above: 1 byte), and with an unusable spill directory: the outputs
 // must equal the in-memory run bit for bit, every tile must have been
 // parked in the first case, and nothing may stay registered afterwards.
+// tiledCase is the tiny VAE with the tiled golden case's encoder input and
+// decoder input, small tiles, and its unspilled outputs.
+func tiledCase(t *testing.T) (m *AutoencoderKL, x, z *tensor.Tensor, small TileOptions, wantEnc, wantDec *tensor.Tensor) {
+	t.Helper()
+	m = loadTiny(t, true)
+	x = readImage(t, "case_tiled_input_upscaled.png")
+	z = readRef(t, "case_tiled_pipeline.safetensors", "decoder_input")
+	small = TileOptions{Enabled: true, EncoderTileSize: 64, DecoderTileSize: 8}
+	return m, x, z, small, m.EncoderForward(x, small), m.Decode(z, small)
+}
+
 func TestSpill(t *testing.T) {
-	m := loadTiny(t, true)
-	x := readImage(t, "case_tiled_input_upscaled.png")
-	z := readRef(t, "case_tiled_pipeline.safetensors", "decoder_input")
-	small := TileOptions{Enabled: true, EncoderTileSize: 64, DecoderTileSize: 8}
-	wantEnc, wantDec := m.EncoderForward(x, small), m.Decode(z, small)
+	m, x, z, small, wantEnc, wantDec := tiledCase(t)
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		name   string
@@ -311,11 +318,7 @@ func TestSpill(t *testing.T) {
 // the second pair makes no new spill file (it overwrites the first pair's),
 // the results are unchanged, and releasing the hold closes the kept files.
 func TestSpillHold(t *testing.T) {
-	m := loadTiny(t, true)
-	x := readImage(t, "case_tiled_input_upscaled.png")
-	z := readRef(t, "case_tiled_pipeline.safetensors", "decoder_input")
-	opt := TileOptions{Enabled: true, EncoderTileSize: 64, DecoderTileSize: 8}
-	wantEnc, wantDec := m.EncoderForward(x, opt), m.Decode(z, opt)
+	m, x, z, opt, wantEnc, wantDec := tiledCase(t)
 	opt.Spill = Spill{Above: 1, Dir: t.TempDir()}
 	release := Hold()
 	for i := range 2 {
@@ -373,7 +376,7 @@ func TestSpillLarge(t *testing.T) {
 	if b := tensor.RecycledBytes(); b != 0 {
 		t.Errorf("%d recycled bytes still wait after the calls", b)
 	}
-	// Memory plans: the first calls record (on Linux served first fit from
+	// Memory plans: the first calls record (on Linux served best fit from
 	// the reserved slab), the next ones place their buffers in the kept
 	// slab, which holds the previous calls' values.
 	tensor.SetPlanLimit(limit)
