@@ -199,12 +199,3 @@ func Free(s []float32) {
 		planRecycle(s[:cap(s)])
 	}
 }
-
-// InSlab reports whether s lies in a memory plan's slab: a buffer that must
-// not outlive the computation that planned it (see Free).
-func InSlab(s []float32) bool {
-	plans.Lock()
-	defer plans.Unlock()
-	_, ok := slabOffset(s)
-	return ok
-}

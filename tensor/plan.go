@@ -193,12 +193,8 @@ func beginPlan(key string, bestFit bool) (end func()) {
 		if !plans.reserved && len(plans.slab) < p.need && len(plans.inUse) == 0 {
 			// One slab for every plan kept: the stages that plan run one
 			// after the other.
-			need := 0
-			for _, q := range plans.byKey {
-				need = max(need, q.need)
-			}
 			unmapSlabLocked()
-			plans.slab, plans.unmap = mapSlab(need)
+			plans.slab, plans.unmap = mapSlab(keptNeedLocked())
 		}
 		if len(plans.slab) >= p.need {
 			sc.p = p

@@ -129,45 +129,9 @@ func (t *Tensor) CopyFrom(src *Tensor) {
 		src.copyTo(t.Data())
 		return
 	}
-	// Both strided: walk the rows of the two in step, with no dense copy of
-	// src (a temporary would be garbage inside a memory plan's region).
-	r := len(t.shape)
-	if t.Numel() == 0 {
-		return
-	}
-	if r == 0 {
-		t.data[t.offset] = src.data[src.offset]
-		return
-	}
-	last := r - 1
-	inner := t.shape[last]
-	dst, ds := t.strides[last], src.strides[last]
-	idx := make([]int, r)
-	do, so := t.offset, src.offset
-	for {
-		if dst == 1 && ds == 1 {
-			copy(t.data[do:do+inner], src.data[so:so+inner])
-		} else {
-			for j := range inner {
-				t.data[do+j*dst] = src.data[so+j*ds]
-			}
-		}
-		d := last - 1
-		for ; d >= 0; d-- {
-			idx[d]++
-			do += t.strides[d]
-			so += src.strides[d]
-			if idx[d] < t.shape[d] {
-				break
-			}
-			do -= t.strides[d] * t.shape[d]
-			so -= src.strides[d] * src.shape[d]
-			idx[d] = 0
-		}
-		if d < 0 {
-			return
-		}
-	}
+	// t strided: no dense copy of src (a temporary would be garbage
+	// inside a memory plan's region).
+	copyStrided(t.shape, t.data, t.offset, t.strides, src.data, src.offset, src.strides)
 }
 
 func (t *Tensor) copyTo(dst []float32) {
@@ -175,39 +139,41 @@ func (t *Tensor) copyTo(dst []float32) {
 		copy(dst, t.data[t.offset:t.offset+t.Numel()])
 		return
 	}
-	i := 0
-	t.forEach(func(off int) { dst[i] = t.data[off]; i++ })
+	copyStrided(t.shape, dst, 0, contiguousStrides(t.shape), t.data, t.offset, t.strides)
 }
 
-// forEach visits storage offsets in row-major order.
-func (t *Tensor) forEach(fn func(off int)) {
-	n := t.Numel()
-	if n == 0 {
+// copyStrided copies the elements of shape from src (offset so, strides ss)
+// to dst (offset do, strides ds), walking the rows of the two in step.
+func copyStrided(shape []int, dst []float32, do int, ds []int, src []float32, so int, ss []int) {
+	if numel(shape) == 0 {
 		return
 	}
-	r := len(t.shape)
+	r := len(shape)
 	if r == 0 {
-		fn(t.offset)
+		dst[do] = src[so]
 		return
 	}
-	idx := make([]int, r)
 	last := r - 1
-	inner, ist := t.shape[last], t.strides[last]
-	off := t.offset
+	inner, di, si := shape[last], ds[last], ss[last]
+	idx := make([]int, r)
 	for {
-		o := off
-		for j := 0; j < inner; j++ {
-			fn(o)
-			o += ist
+		if di == 1 && si == 1 {
+			copy(dst[do:do+inner], src[so:so+inner])
+		} else {
+			for j := range inner {
+				dst[do+j*di] = src[so+j*si]
+			}
 		}
 		d := last - 1
 		for ; d >= 0; d-- {
 			idx[d]++
-			off += t.strides[d]
-			if idx[d] < t.shape[d] {
+			do += ds[d]
+			so += ss[d]
+			if idx[d] < shape[d] {
 				break
 			}
-			off -= t.strides[d] * t.shape[d]
+			do -= ds[d] * shape[d]
+			so -= ss[d] * shape[d]
 			idx[d] = 0
 		}
 		if d < 0 {

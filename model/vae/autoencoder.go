@@ -223,23 +223,15 @@ func (m *AutoencoderKL) Decode(z *tensor.Tensor, t TileOptions) *tensor.Tensor {
 // collector and its scavenger get to it, which keeps the peak RSS of an
 // untiled decode near what is live (0.3 GB less at 512×512, measured).
 // Those buffers follow a memory plan kept from the previous call at this
-// size (tensor.BeginPlan, ended after sp.close as in tiledForward).
-// The output, made in the region, leaves the slab for the heap.
+// size (tensor.BeginReplayPlan, ended after sp.close as in tiledForward).
+// Its first call records only (best fit would raise its peak), so the
+// output, never handed back, is never placed in the slab.
 func untiled(name string, x *tensor.Tensor, fwd func(Tiles) Tiles) *tensor.Tensor {
-	y := func() *tensor.Tensor {
-		sp := newSpiller(Spill{})
-		// Its first call records only: best fit would raise its peak.
-		defer tensor.BeginReplayPlan(fmt.Sprintf("vae.untiled %s %v", name, x.Shape()))()
-		defer sp.close()
-		y := fwd(Tiles{sp.adopt(x)})[0]
-		release(y)
-		return y
-	}()
-	if tensor.InSlab(y.Storage()) {
-		c := y.Clone() // [N, C', H', W'] on the heap: no region is active
-		tensor.Free(y.Storage())
-		y = c
-	}
+	sp := newSpiller(Spill{})
+	defer tensor.BeginReplayPlan(fmt.Sprintf("vae.untiled %s %v", name, x.Shape()))()
+	defer sp.close()
+	y := fwd(Tiles{sp.adopt(x)})[0]
+	release(y)
 	return y
 }
 
