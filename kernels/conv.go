@@ -263,7 +263,7 @@ func pickConvArch(m, ow int) *gemmArch {
 // copy and the identity, the bf16 kernels their rounding.
 func PhaseImages[T any](x []float32, xp []T, c, h, w, padT, padL, sh, sw, hps, wps int, pre *ChannelAffine, run func(dst []T, src []float32), one func(float32) T) {
 	plane := hps * wps
-	parallel.For(c*sh, 2, func(lo, hi int) {
+	parallel.Dynamic(c*sh, 2, func(lo, hi int) {
 		var tmp []float32
 		if pre != nil {
 			tmp = make([]float32, w)

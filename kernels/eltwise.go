@@ -102,7 +102,10 @@ func shiftedSums(v *vecOps, x []float32, shift float32) (s, ss float64) {
 
 func groupNormFast(v *vecOps, x, y []float32, n, c, hw, groups int, eps float32, gamma, beta []float32, silu bool) {
 	cpg := c / groups
-	parallel.For(n*groups, 1, func(lo, hi int) {
+	// Groups in chunks taken as workers become free (see parallel.Dynamic):
+	// fixed halves waited on a core slowed by another process (128×512²
+	// with SiLU: mean 14.8 ms against 7.1, interleaved A/B).
+	parallel.Dynamic(n*groups, 1, func(lo, hi int) {
 		for ng := lo; ng < hi; ng++ {
 			b, g := ng/groups, ng%groups
 			base := (b*c + g*cpg) * hw

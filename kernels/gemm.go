@@ -1,8 +1,10 @@
 package kernels
 
 import (
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/osediff-go/osediff/parallel"
 	"github.com/osediff-go/osediff/tensor"
@@ -176,7 +178,25 @@ func gemmRunB(ar *gemmArch, m, n, k int, A aSource, B bSource, c []float32, ldc 
 		packA(ar, m, k, A.a, A.lda, *pp)
 		A = aSource{packed: *pp}
 	}
+	kcMax := min(gemmKC, max(k, 1))
+	if workers <= 1 {
+		bufs, bp := newPanelBufs(kcMax, nr)
+		defer putScratch(bp)
+		gemmBlock(ar, m, k, mp, 0, mp, 0, n, A, B, c, ldc, accumulate, bias, nil, 0, &bufs)
+		return
+	}
+	var sh *share
+	if gemmShare {
+		sh = &share{slots: make([]atomic.Pointer[shareBlock], workers)}
+		sh.left.Store(int32(workers))
+	}
 	parallel.Run(workers, func(w, nw int) {
+		bufs, bp := newPanelBufs(kcMax, nr)
+		defer putScratch(bp)
+		sh := sh
+		if nw != workers {
+			sh = nil // run serially (nested in another region): no one to share with
+		}
 		lo, hi := w*items/nw, (w+1)*items/nw
 		i0, i1, j0, j1 := 0, mp, 0, n
 		if splitN {
@@ -184,30 +204,135 @@ func gemmRunB(ar *gemmArch, m, n, k int, A aSource, B bSource, c []float32, ldc 
 		} else {
 			i0, i1 = lo, hi
 		}
-		if i0 >= i1 || j0 >= j1 {
-			return
+		if i0 < i1 && j0 < j1 {
+			gemmBlock(ar, m, k, mp, i0, i1, j0, j1, A, B, c, ldc, accumulate, bias, sh, w, &bufs)
 		}
-		gemmBlock(ar, m, k, mp, i0, i1, j0, j1, A, B, c, ldc, accumulate, bias)
+		sh.help(w, &bufs)
 	})
 }
 
-// gemmBlock runs row panels [i0,i1) × columns [j0,j1) on the calling goroutine.
-func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource, c []float32, ldc int, accumulate bool, bias []float32) {
+// gemmShare lets a worker done with its part of a product run row panels
+// of the B blocks the others are still on (see share); off, each worker
+// runs its fixed part alone (A/B measurements).
+var gemmShare = true
+
+// Work sharing. The product is split between the workers in fixed parts
+// (contiguous column panels, or row panels when N is narrow), which keeps
+// each worker's packed B block in its own L2 for all of its row panels.
+// But the parts rarely finish together: on this project's shared VM one
+// core often runs 5–20% slower than the other for a while (another guest
+// on it, interrupts, a helper woken 0.1–0.4 ms late), and the caller of a
+// fixed split waits for the slower one. So each worker publishes its
+// current B block (packed, or read in place) with a counter of its row
+// panels; the owner claims panels from it in order, and a worker done
+// with its own part claims them too, running them with its own buffers
+// against the owner's block. The owner reuses a block only when every
+// claimed panel is done. Every C tile still sees the same k blocks in the
+// same order, by whichever worker, so the bits do not change.
+
+// A share is the work-sharing state of one product's workers.
+type share struct {
+	slots []atomic.Pointer[shareBlock] // each worker's current block, or nil
+	left  atomic.Int32                 // workers whose own part is not done
+}
+
+// A shareBlock is one B block of a worker's part: n row panels, claimed in
+// order and run by run with the claiming goroutine's buffers.
+type shareBlock struct {
+	next, done atomic.Int32
+	n          int32
+	run        func(i int, b *panelBufs)
+}
+
+// runBlock runs panels 0..n-1 of a block through run and returns when all
+// are done, so that the caller may then reuse what run reads. With a nil
+// share it runs them on the caller; otherwise it publishes the block in
+// worker w's slot for the others to help with.
+func (sh *share) runBlock(w, n int, own *panelBufs, run func(i int, b *panelBufs)) {
+	if sh == nil {
+		for i := 0; i < n; i++ {
+			run(i, own)
+		}
+		return
+	}
+	sb := &shareBlock{n: int32(n), run: run}
+	sh.slots[w].Store(sb)
+	if shareTestHook != nil {
+		shareTestHook(w, sb)
+	}
+	sb.work(own)
+	for spins := 0; sb.done.Load() < sb.n; spins++ {
+		if spins%64 == 63 {
+			runtime.Gosched()
+		}
+	}
+	sh.slots[w].Store(nil)
+}
+
+// work claims and runs panels of sb until none is left to claim, and
+// returns how many it ran.
+func (sb *shareBlock) work(b *panelBufs) (ran int) {
+	for {
+		i := sb.next.Add(1) - 1
+		if i >= sb.n {
+			return ran
+		}
+		sb.run(int(i), b)
+		sb.done.Add(1)
+		ran++
+	}
+}
+
+// shareTestHook, when set (tests), is called by a worker that has just
+// published a block, before it runs any of it; sharedPanels counts the
+// panels run by workers other than their block's owner.
+var (
+	shareTestHook func(w int, sb *shareBlock)
+	sharedPanels  atomic.Int64
+)
+
+// help is called by worker w once its own part is done: it runs panels of
+// the other workers' blocks until every worker's part is done.
+func (sh *share) help(w int, b *panelBufs) {
+	if sh == nil {
+		return
+	}
+	sh.left.Add(-1)
+	for spins := 0; sh.left.Load() > 0; spins++ {
+		for v := range sh.slots {
+			if sb := sh.slots[v].Load(); v != w && sb != nil && sb.next.Load() < sb.n {
+				sharedPanels.Add(int64(sb.work(b)))
+			}
+		}
+		if spins%64 == 63 {
+			runtime.Gosched()
+		}
+	}
+}
+
+// panelBufs is the scratch one goroutine needs to run row panels: a copy
+// of an A panel (widened from float16, or a partial panel padded with
+// zeros; packed layout on the packed path, row stride kc on the direct
+// one), an edge tile of C, and the bias of a partial panel.
+type panelBufs struct{ a, tmp, bias []float32 }
+
+// maxMR bounds the tile heights (panelBufs are sized for it).
+const maxMR = 16
+
+func newPanelBufs(kcMax, nr int) (panelBufs, *[]float32) {
+	p := getScratch(maxMR*kcMax + maxMR*nr + maxMR)
+	b := *p
+	return panelBufs{a: b[:maxMR*kcMax], tmp: b[maxMR*kcMax : maxMR*kcMax+maxMR*nr], bias: b[maxMR*kcMax+maxMR*nr:]}, p
+}
+
+// gemmBlock runs row panels [i0,i1) × columns [j0,j1) as worker w of sh
+// (nil: alone), with the goroutine's buffers own.
+func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource, c []float32, ldc int, accumulate bool, bias []float32, sh *share, w int, own *panelBufs) {
 	if B.direct != nil && k > 0 {
-		gemmBlockDirect(ar, m, k, i0, i1, j0, j1, A, B, c, ldc, accumulate, bias)
+		gemmBlockDirect(ar, m, k, i0, i1, j0, j1, A, B, c, ldc, accumulate, bias, sh, w, own)
 		return
 	}
 	mr, nr := ar.mr, ar.nr
-	kcMax := min(gemmKC, max(k, 1))
-	ncb := max(nr, gemmNC/nr*nr) // columns per packed B block
-	ncMax := min(ncb, (j1-j0+nr-1)/nr*nr)
-	bufp := getScratch(kcMax*ncMax + kcMax*mr + 2*mr*nr)
-	defer putScratch(bufp)
-	buf := *bufp
-	bp := buf[:kcMax*ncMax]
-	apart := buf[kcMax*ncMax : kcMax*ncMax+kcMax*mr]
-	tmp := buf[kcMax*ncMax+kcMax*mr : kcMax*ncMax+kcMax*mr+mr*nr]
-	bpart := buf[kcMax*ncMax+kcMax*mr+mr*nr:] // bias of a partial row panel
 	if k == 0 {
 		for i := i0 * mr; i < min(i1*mr, m); i++ {
 			row := c[i*ldc+j0 : i*ldc+j1]
@@ -220,6 +345,12 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource,
 		}
 		return
 	}
+	kcMax := min(gemmKC, k)
+	ncb := max(nr, gemmNC/nr*nr) // columns per packed B block
+	ncMax := min(ncb, (j1-j0+nr-1)/nr*nr)
+	bufp := getScratch(kcMax * ncMax)
+	defer putScratch(bufp)
+	bp := *bufp
 	for jc := j0; jc < j1; jc += ncb {
 		nc := min(ncb, j1-jc)
 		for pc := 0; pc < k; pc += gemmKC {
@@ -229,8 +360,10 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource,
 			if accumulate || pc > 0 {
 				acc = 1
 			}
-			for ip := i0; ip < i1; ip++ {
+			sh.runBlock(w, i1-i0, own, func(i int, b *panelBufs) {
+				ip := i0 + i
 				rows := min(mr, m-ip*mr)
+				apart := b.a[:kc*mr]
 				var ap *float32
 				kern := ar.kp
 				lda := 0
@@ -260,6 +393,7 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource,
 					if rows == mr {
 						bv = &bias[ip*mr]
 					} else {
+						bpart := b.bias[:mr]
 						clear(bpart)
 						copy(bpart, bias[ip*mr:ip*mr+rows])
 						bv = &bpart[0]
@@ -275,10 +409,10 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource,
 						kern(kc, ap, lda, &bp[jp*kc*nr], &c[ip*mr*ldc+cj], ldc, acc, bv)
 						continue
 					}
-					kern(kc, ap, lda, &bp[jp*kc*nr], &tmp[0], nr, 0, bv)
-					storeTile(c[ip*mr*ldc+cj:], ldc, tmp, nr, rows, cols, acc)
+					kern(kc, ap, lda, &bp[jp*kc*nr], &b.tmp[0], nr, 0, bv)
+					storeTile(c[ip*mr*ldc+cj:], ldc, b.tmp, nr, rows, cols, acc)
 				}
-			}
+			})
 		}
 	}
 }
@@ -347,28 +481,11 @@ func directPanels(ar *gemmArch, r0, r1 int) []aPanel {
 // read in place by the indirect micro-kernels instead of packed, and the
 // row panels cut without padding where the tile heights allow
 // (directPanels).
-func gemmBlockDirect(ar *gemmArch, m, k, i0, i1, j0, j1 int, A aSource, B bSource, c []float32, ldc int, accumulate bool, bias []float32) {
+func gemmBlockDirect(ar *gemmArch, m, k, i0, i1, j0, j1 int, A aSource, B bSource, c []float32, ldc int, accumulate bool, bias []float32, sh *share, w int, own *panelBufs) {
 	nr := ar.nr
-	kcMax := min(gemmKC, k)
 	ncb := max(nr, gemmDirectNC/nr*nr)
 	r0, r1 := i0*ar.mr, min(i1*ar.mr, m)
 	ps := directPanels(ar, r0, r1)
-	mrMax := 0
-	for _, pn := range ps {
-		mrMax = max(mrMax, pn.mr)
-	}
-	// A row-major copy (row stride kc, zero rows below) of an A panel the
-	// kernels cannot read in place: a float16 one (widened) or a partial one.
-	bufp := getScratch(mrMax*kcMax + mrMax*nr + mrMax)
-	defer putScratch(bufp)
-	buf := *bufp
-	acopy := buf[:mrMax*kcMax]
-	tmp := buf[mrMax*kcMax : mrMax*kcMax+mrMax*nr]
-	bpart := buf[mrMax*kcMax+mrMax*nr:] // bias of a partial row panel
-	if last := ps[len(ps)-1]; bias != nil && last.rows < last.mr {
-		clear(bpart)
-		copy(bpart, bias[last.r0:last.r0+last.rows])
-	}
 	for jc := j0; jc < j1; jc += ncb {
 		npan := min(ncb, j1-jc) / nr
 		for pc := 0; pc < k; pc += gemmKC {
@@ -377,7 +494,12 @@ func gemmBlockDirect(ar *gemmArch, m, k, i0, i1, j0, j1 int, A aSource, B bSourc
 			if accumulate || pc > 0 {
 				acc = 1
 			}
-			for ip, pn := range ps {
+			sh.runBlock(w, len(ps), own, func(ip int, b *panelBufs) {
+				pn := ps[ip]
+				// A row-major copy (row stride kc, zero rows below) of an A
+				// panel the kernels cannot read in place: a float16 one
+				// (widened) or a partial one.
+				acopy := b.a[:pn.mr*kc]
 				ap, lda := (*float32)(nil), kc
 				switch {
 				case A.h != nil:
@@ -399,6 +521,9 @@ func gemmBlockDirect(ar *gemmArch, m, k, i0, i1, j0, j1 int, A aSource, B bSourc
 					if pn.rows == pn.mr {
 						bv = &bias[pn.r0]
 					} else {
+						bpart := b.bias[:pn.mr]
+						clear(bpart)
+						copy(bpart, bias[pn.r0:pn.r0+pn.rows])
 						bv = &bpart[0]
 					}
 				}
@@ -416,10 +541,10 @@ func gemmBlockDirect(ar *gemmArch, m, k, i0, i1, j0, j1 int, A aSource, B bSourc
 						pn.ki(kc, ap, lda, bb, of, &c[pn.r0*ldc+cj], ldc, acc, bv, pf)
 						continue
 					}
-					pn.ki(kc, ap, lda, bb, of, &tmp[0], nr, 0, bv, pf)
-					storeTile(c[pn.r0*ldc+cj:], ldc, tmp, nr, pn.rows, nr, acc)
+					pn.ki(kc, ap, lda, bb, of, &b.tmp[0], nr, 0, bv, pf)
+					storeTile(c[pn.r0*ldc+cj:], ldc, b.tmp, nr, pn.rows, nr, acc)
 				}
-			}
+			})
 		}
 	}
 }

@@ -196,7 +196,7 @@ func GroupNormAffine(x []float32, n, c, hw, groups int, eps float32, gamma, beta
 	scale, shift = make([]float32, n*c), make([]float32, n*c)
 	cpg := c / groups
 	v := fast()
-	parallel.For(n*groups, 1, func(lo, hi int) {
+	parallel.Dynamic(n*groups, 1, func(lo, hi int) {
 		for ng := lo; ng < hi; ng++ {
 			b, g := ng/groups, ng%groups
 			base := (b*c + g*cpg) * hw

@@ -1,6 +1,9 @@
 // Package parallel is the one worker pool of the engine. Every kernel that
-// spreads work over cores goes through For, so no operation oversubscribes the
-// machine: nested calls run serially on the calling goroutine.
+// spreads work over cores goes through For, Dynamic or Run, so no operation
+// oversubscribes the machine: nested calls run serially on the calling
+// goroutine. For gives each worker a fixed share; Dynamic hands out chunks
+// as workers become free, for work whose items may take uneven time (a
+// core slowed by another process on a shared machine).
 package parallel
 
 import (
@@ -51,6 +54,53 @@ func For(n, grain int, fn func(lo, hi int)) {
 	chunk := (n + t - 1) / t
 	t = (n + chunk - 1) / chunk
 	region(t, func(w int) { fn(w*chunk, min((w+1)*chunk, n)) })
+}
+
+// Dynamic calls fn(lo, hi) for chunks that cover [0,n) once, in parallel,
+// returning when all are done: For for independent items of uneven cost,
+// or on a machine where a core may run slower for a while. Unlike For's
+// fixed shares, the chunks are taken by the workers as they become free
+// (guided self-scheduling: each chunk is the items left over twice the
+// workers, at least grain), so a worker slowed by another process on its
+// core takes fewer of them instead of holding the others up at the end.
+// Chunks are handed out in increasing order. Nested (see For) it runs
+// fn(0, n) on the caller.
+func Dynamic(n, grain int, fn func(lo, hi int)) {
+	if n <= 0 {
+		return
+	}
+	grain = max(grain, 1)
+	t := min(Threads(), (n+grain-1)/grain)
+	if t <= 1 || !busy.CompareAndSwap(0, 1) {
+		fn(0, n)
+		return
+	}
+	defer busy.Store(0)
+	var next atomic.Int64
+	region(t, func(int) {
+		for {
+			lo, hi := take(&next, n, t, grain)
+			if lo >= hi {
+				return
+			}
+			fn(lo, hi)
+		}
+	})
+}
+
+// take claims the next chunk of Dynamic's [0,n) for one of t workers.
+func take(next *atomic.Int64, n, t, grain int) (lo, hi int) {
+	for {
+		lo := int(next.Load())
+		rem := n - lo
+		if rem <= 0 {
+			return n, n
+		}
+		size := min(max((rem+2*t-1)/(2*t), grain), rem)
+		if next.CompareAndSwap(int64(lo), int64(lo+size)) {
+			return lo, lo + size
+		}
+	}
 }
 
 // Run calls fn(i) for i in [0,t) with t = Threads() (or fewer when n < t):

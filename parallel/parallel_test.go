@@ -28,6 +28,72 @@ func TestForCoversOnce(t *testing.T) {
 	SetThreads(0)
 }
 
+func TestDynamicCoversOnce(t *testing.T) {
+	defer SetThreads(0)
+	for _, threads := range []int{1, 2, 3, 8} {
+		SetThreads(threads)
+		for _, n := range []int{0, 1, 2, 7, 17, 64, 100, 1001} {
+			for _, grain := range []int{0, 1, 4, 16, 5000} {
+				hits := make([]int32, n)
+				var small atomic.Int32 // chunks under grain
+				Dynamic(n, grain, func(lo, hi int) {
+					if hi-lo < max(grain, 1) {
+						small.Add(1)
+					}
+					for i := lo; i < hi; i++ {
+						atomic.AddInt32(&hits[i], 1)
+					}
+				})
+				for i, h := range hits {
+					if h != 1 {
+						t.Fatalf("threads %d n %d grain %d: index %d visited %d times", threads, n, grain, i, h)
+					}
+				}
+				if small.Load() > 1 {
+					t.Fatalf("threads %d n %d grain %d: %d chunks under the grain (only the last may be)", threads, n, grain, small.Load())
+				}
+			}
+		}
+	}
+}
+
+// TestDynamicRebalances holds up the first chunk ([0,16) of 64 items on two
+// workers) until every other item is done: the other worker must take all
+// the rest (a fixed split would wait for ever, caught by the timeout).
+func TestDynamicRebalances(t *testing.T) {
+	SetThreads(2)
+	defer SetThreads(0)
+	const n, firstSize = 64, 16 // the first chunk: n over twice the workers
+	var done atomic.Int32
+	release := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		Dynamic(n, 1, func(lo, hi int) {
+			if lo == 0 {
+				if hi != firstSize {
+					t.Errorf("first chunk [0,%d), want [0,%d)", hi, firstSize)
+				}
+				select {
+				case <-release:
+				case <-time.After(10 * time.Second):
+					t.Error("the other worker did not take the remaining chunks")
+				}
+			} else if done.Add(int32(hi-lo)) == n-firstSize {
+				close(release)
+			}
+		})
+	}()
+	select {
+	case <-finished:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Dynamic did not return")
+	}
+	if done.Load() != n-firstSize {
+		t.Fatalf("%d of %d items done by the other worker", done.Load(), n-firstSize)
+	}
+}
+
 func TestNestedRunsSerially(t *testing.T) {
 	SetThreads(4)
 	defer SetThreads(0)
