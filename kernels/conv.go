@@ -230,7 +230,7 @@ func ConvBand(p Conv2DParams, oh, ow, hps, wps, elemBytes int) (band, bandPhaseR
 	if band >= oh {
 		return oh, hps
 	}
-	// As many bands as the budget needs, of equal height: a short last band
+	// As many bands as the budget needs, of nearly equal height: a short last band
 	// (64 rows as 42 + 22 for 512 channels at 64×64) is a parallel region
 	// with too few panels to keep both workers busy (balanced: 512→512 at
 	// 64² 3–6% faster on average, interleaved A/B; the others unchanged).
