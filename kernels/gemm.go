@@ -179,14 +179,8 @@ func gemmRunB(ar *gemmArch, m, n, k int, A aSource, B bSource, c []float32, ldc 
 		A = aSource{packed: *pp}
 	}
 	kcMax := min(gemmKC, max(k, 1))
-	if workers <= 1 {
-		bufs, bp := newPanelBufs(kcMax, nr)
-		defer putScratch(bp)
-		gemmBlock(ar, m, k, mp, 0, mp, 0, n, A, B, c, ldc, accumulate, bias, nil, 0, &bufs)
-		return
-	}
 	var sh *share
-	if gemmShare {
+	if gemmShare && workers > 1 {
 		sh = &share{slots: make([]atomic.Pointer[shareBlock], workers)}
 		sh.left.Store(int32(workers))
 	}
