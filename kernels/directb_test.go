@@ -148,7 +148,7 @@ func TestConvDirectB(t *testing.T) {
 				y0 := randSlice(r, n*outC*oh*ow)
 				name := fmt.Sprintf("%v/%d->%d/%dx%d/%+v/bias=%v/f16=%v/%+v", l, inC, outC, h, w, p, bias != nil, wh != nil, o)
 				withISA(t, l, func() {
-					if ar := pickConvArch(outC, ow); ow%ar.nr == 0 && ar.ki != nil {
+					if ar := pickConvArch(outC, ow, oh*ow); ow%ar.nr == 0 && ar.ki != nil {
 						direct++
 					}
 					convBandBytes, convBandMinCols = 6<<20, 2048
@@ -159,7 +159,7 @@ func TestConvDirectB(t *testing.T) {
 					if wh != nil {
 						wm = Mat{F16: wh}
 					}
-					if ar := pickConvArch(outC, ow); ow%ar.nr != 0 && ar.ki != nil && p.KH*p.KW > 1 {
+					if ar := pickConvArch(outC, ow, oh*ow); ow%ar.nr != 0 && ar.ki != nil && p.KH*p.KW > 1 {
 						virtual++
 					}
 					// Packed; direct (virtual widths where they waste little);

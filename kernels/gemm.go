@@ -61,6 +61,10 @@ type bSource struct {
 	pack   bPacker
 	direct func(j0 int) *float32
 	offs   []int
+	// whole, when set, is B packed whole for the narrow products' order (see
+	// gemmBlock): k block pc at whole[pc*ncp:], all n columns (ncp of them,
+	// rounded up to nr).
+	whole []float32
 }
 
 // gemmDirectB enables the direct (indirect-B micro-kernel) path of bSource;
@@ -165,6 +169,14 @@ func gemmRunB(ar *gemmArch, m, n, k int, A aSource, B bSource, c []float32, ldc 
 		workers = 1
 	}
 	splitN := np >= 2*workers || mp < workers
+	if gemmSplitMRule && np < gemmSplitMMaxNP && mp >= 8*workers {
+		// A narrow product with a tall A (the UNet's 1280-channel
+		// convolutions at 16×16: 256 columns, 1280 rows) splits its rows
+		// instead: each worker then streams half of A rather than all of
+		// it, and packs all of B for itself, which costs little next to
+		// its rows' work (1280→1280 at 16²: 72% → 75–77% of peak).
+		splitN = false
+	}
 	var items int
 	if splitN {
 		items = np
@@ -177,6 +189,20 @@ func gemmRunB(ar *gemmArch, m, n, k int, A aSource, B bSource, c []float32, ldc 
 		defer putScratch(pp)
 		packA(ar, m, k, A.a, A.lda, *pp)
 		A = aSource{packed: *pp}
+	}
+	if !splitN && workers > 1 && B.direct == nil && deepOrder(n, k, ar.nr) {
+		// Every worker needs all of B: pack it once, the k blocks shared out.
+		ncp := (n + ar.nr - 1) / ar.nr * ar.nr
+		wp := getScratch(k * ncp)
+		defer putScratch(wp)
+		whole := *wp
+		parallel.For((k+gemmKC-1)/gemmKC, 1, func(lo, hi int) {
+			for pc := lo * gemmKC; pc < min(hi*gemmKC, k); pc += gemmKC {
+				kc := min(gemmKC, k-pc)
+				B.pack(whole[pc*ncp:pc*ncp+kc*ncp], pc, kc, 0, n)
+			}
+		})
+		B.whole = whole
 	}
 	kcMax := min(gemmKC, max(k, 1))
 	var sh *share
@@ -204,6 +230,14 @@ func gemmRunB(ar *gemmArch, m, n, k int, A aSource, B bSource, c []float32, ldc 
 		sh.help(w, &bufs)
 	})
 }
+
+// gemmSplitMRule splits products of fewer than gemmSplitMMaxNP column
+// panels and at least 8 row panels per worker by rows (see gemmRunB); off,
+// by columns when there are two panels per worker (A/B measurements).
+var (
+	gemmSplitMRule  = true
+	gemmSplitMMaxNP = 16
+)
 
 // gemmShare lets a worker done with its part of a product run row panels
 // of the B blocks the others are still on (see share); off, each worker
@@ -339,8 +373,32 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource,
 		}
 		return
 	}
-	kcMax := min(gemmKC, k)
 	ncb := max(nr, gemmNC/nr*nr) // columns per packed B block
+	if deepOrder(j1-j0, k, nr) {
+		// Few columns: each row panel runs all its k blocks in turn, against
+		// B packed whole (see gemmBlockDirect): by gemmRunB when every
+		// worker has all the columns, else here.
+		nc := j1 - j0
+		ncp := (nc + nr - 1) / nr * nr
+		bp := B.whole
+		if bp == nil || j0 != 0 {
+			bufp := getScratch(k * ncp)
+			defer putScratch(bufp)
+			bp = *bufp
+			for pc := 0; pc < k; pc += gemmKC {
+				kc := min(gemmKC, k-pc)
+				B.pack(bp[pc*ncp:pc*ncp+kc*ncp], pc, kc, j0, nc)
+			}
+		}
+		sh.runBlock(w, i1-i0, own, func(i int, b *panelBufs) {
+			for pc := 0; pc < k; pc += gemmKC {
+				kc := min(gemmKC, k-pc)
+				packedPanel(ar, m, k, mp, i0+i, i1, pc, kc, j0, nc, true, A, bp[pc*ncp:], c, ldc, accumulate, bias, b)
+			}
+		})
+		return
+	}
+	kcMax := min(gemmKC, k)
 	ncMax := min(ncb, (j1-j0+nr-1)/nr*nr)
 	bufp := getScratch(kcMax * ncMax)
 	defer putScratch(bufp)
@@ -350,64 +408,80 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource,
 		for pc := 0; pc < k; pc += gemmKC {
 			kc := min(gemmKC, k-pc)
 			B.pack(bp, pc, kc, jc, nc)
-			acc := 0
-			if accumulate || pc > 0 {
-				acc = 1
-			}
 			sh.runBlock(w, i1-i0, own, func(i int, b *panelBufs) {
-				ip := i0 + i
-				rows := min(mr, m-ip*mr)
-				apart := b.a[:kc*mr]
-				var ap *float32
-				kern := ar.kp
-				lda := 0
-				switch {
-				case A.packed != nil:
-					ap = &A.packed[pc*mp*mr+ip*kc*mr]
-				case A.h != nil:
-					// Widen the mr×kc panel into row-major apart (stride
-					// kc), prefetching the next panel's rows.
-					widenPanel(apart, A.h, (ip*mr)*A.lda+pc, rows, kc, A.lda, mr*A.lda, ip+1 < i1)
-					clear(apart[rows*kc : mr*kc])
-					ap, kern, lda = &apart[0], ar.ks, kc
-				case rows == mr:
-					ap, kern, lda = &A.a[ip*mr*A.lda+pc], ar.ks, A.lda
-				default:
-					clear(apart)
-					for r := 0; r < rows; r++ {
-						src := A.a[(ip*mr+r)*A.lda+pc : (ip*mr+r)*A.lda+pc+kc]
-						for p, v := range src {
-							apart[p*mr+r] = v
-						}
-					}
-					ap = &apart[0]
-				}
-				var bv *float32 // bias of these rows, added once (first k block)
-				if bias != nil && pc == 0 {
-					if rows == mr {
-						bv = &bias[ip*mr]
-					} else {
-						bpart := b.bias[:mr]
-						clear(bpart)
-						copy(bpart, bias[ip*mr:ip*mr+rows])
-						bv = &bpart[0]
-					}
-				}
-				for jp := 0; jp*nr < nc; jp++ {
-					cols := min(nr, nc-jp*nr)
-					cj := jc + jp*nr
-					if (jp+1)*nr >= nc && ip+1 < i1 {
-						prefetchA(A, (ip+1)*mr, min(mr, m-(ip+1)*mr), pc, kc)
-					}
-					if rows == mr && cols == nr {
-						kern(kc, ap, lda, &bp[jp*kc*nr], &c[ip*mr*ldc+cj], ldc, acc, bv)
-						continue
-					}
-					kern(kc, ap, lda, &bp[jp*kc*nr], &b.tmp[0], nr, 0, bv)
-					storeTile(c[ip*mr*ldc+cj:], ldc, b.tmp, nr, rows, cols, acc)
-				}
+				packedPanel(ar, m, k, mp, i0+i, i1, pc, kc, jc, nc, false, A, bp, c, ldc, accumulate, bias, b)
 			})
 		}
+	}
+}
+
+// packedPanel runs row panel ip (of those before i1) against k block
+// [pc, pc+kc) of the packed B panels bp (nc columns from jc), with the
+// buffers b. deep says which A panel comes next (to prefetch): the same
+// panel's next k block, or (block by block) the next panel's same one.
+func packedPanel(ar *gemmArch, m, k, mp, ip, i1, pc, kc, jc, nc int, deep bool, A aSource, bp []float32, c []float32, ldc int, accumulate bool, bias []float32, b *panelBufs) {
+	mr, nr := ar.mr, ar.nr
+	acc := 0
+	if accumulate || pc > 0 {
+		acc = 1
+	}
+	nextR0, nextPC, hasNext := (ip+1)*mr, pc, ip+1 < i1 // the next A panel
+	if deep {
+		nextR0, nextPC, hasNext = ip*mr, pc+kc, pc+kc < k
+	}
+	rows := min(mr, m-ip*mr)
+	apart := b.a[:kc*mr]
+	var ap *float32
+	kern := ar.kp
+	lda := 0
+	switch {
+	case A.packed != nil:
+		ap = &A.packed[pc*mp*mr+ip*kc*mr]
+	case A.h != nil:
+		// Widen the mr×kc panel into row-major apart (stride kc),
+		// prefetching the next panel's rows.
+		next := mr * A.lda
+		if deep {
+			next = kc
+		}
+		widenPanel(apart, A.h, (ip*mr)*A.lda+pc, rows, kc, A.lda, next, hasNext)
+		clear(apart[rows*kc : mr*kc])
+		ap, kern, lda = &apart[0], ar.ks, kc
+	case rows == mr:
+		ap, kern, lda = &A.a[ip*mr*A.lda+pc], ar.ks, A.lda
+	default:
+		clear(apart)
+		for r := 0; r < rows; r++ {
+			src := A.a[(ip*mr+r)*A.lda+pc : (ip*mr+r)*A.lda+pc+kc]
+			for p, v := range src {
+				apart[p*mr+r] = v
+			}
+		}
+		ap = &apart[0]
+	}
+	var bv *float32 // bias of these rows, added once (first k block)
+	if bias != nil && pc == 0 {
+		if rows == mr {
+			bv = &bias[ip*mr]
+		} else {
+			bpart := b.bias[:mr]
+			clear(bpart)
+			copy(bpart, bias[ip*mr:ip*mr+rows])
+			bv = &bpart[0]
+		}
+	}
+	for jp := 0; jp*nr < nc; jp++ {
+		cols := min(nr, nc-jp*nr)
+		cj := jc + jp*nr
+		if (jp+1)*nr >= nc && hasNext && !deep { // deep: A rows are read in order (hardware prefetch)
+			prefetchA(A, nextR0, min(mr, m-nextR0), nextPC, min(gemmKC, k-nextPC))
+		}
+		if rows == mr && cols == nr {
+			kern(kc, ap, lda, &bp[jp*kc*nr], &c[ip*mr*ldc+cj], ldc, acc, bv)
+			continue
+		}
+		kern(kc, ap, lda, &bp[jp*kc*nr], &b.tmp[0], nr, 0, bv)
+		storeTile(c[ip*mr*ldc+cj:], ldc, b.tmp, nr, rows, cols, acc)
 	}
 }
 
@@ -480,66 +554,108 @@ func gemmBlockDirect(ar *gemmArch, m, k, i0, i1, j0, j1 int, A aSource, B bSourc
 	ncb := max(nr, gemmDirectNC/nr*nr)
 	r0, r1 := i0*ar.mr, min(i1*ar.mr, m)
 	ps := directPanels(ar, r0, r1)
+	if deepOrder(j1-j0, k, nr) {
+		// Few columns: each A panel is used by only j1-j0 columns, so the
+		// product streams A (the weights) from memory, and a k block of an
+		// A row (1 KB) is too short for the hardware prefetcher to follow.
+		// Each panel runs all its k blocks in turn instead, so that A is
+		// read row by row in long runs; B (the image, all k) stays in L2.
+		// The k blocks of every C tile are the same, in the same order.
+		npan := (j1 - j0) / nr
+		sh.runBlock(w, len(ps), own, func(ip int, b *panelBufs) {
+			for pc := 0; pc < k; pc += gemmKC {
+				kc := min(gemmKC, k-pc)
+				directPanel(ps, ip, pc, kc, k, j0, npan, nr, true, A, B, c, ldc, accumulate, bias, b)
+			}
+		})
+		return
+	}
 	for jc := j0; jc < j1; jc += ncb {
 		npan := min(ncb, j1-jc) / nr
 		for pc := 0; pc < k; pc += gemmKC {
 			kc := min(gemmKC, k-pc)
-			acc := 0
-			if accumulate || pc > 0 {
-				acc = 1
-			}
 			sh.runBlock(w, len(ps), own, func(ip int, b *panelBufs) {
-				pn := ps[ip]
-				// A row-major copy (row stride kc, zero rows below) of an A
-				// panel the kernels cannot read in place: a float16 one
-				// (widened) or a partial one.
-				acopy := b.a[:pn.mr*kc]
-				ap, lda := (*float32)(nil), kc
-				switch {
-				case A.h != nil:
-					// Widen the panel, prefetching the next one's rows.
-					widenPanel(acopy, A.h, pn.r0*A.lda+pc, pn.rows, kc, A.lda, pn.rows*A.lda, ip+1 < len(ps))
-					clear(acopy[pn.rows*kc : pn.mr*kc])
-					ap = &acopy[0]
-				case pn.rows < pn.mr:
-					for r := 0; r < pn.rows; r++ {
-						copy(acopy[r*kc:(r+1)*kc], A.a[(pn.r0+r)*A.lda+pc:])
-					}
-					clear(acopy[pn.rows*kc : pn.mr*kc])
-					ap = &acopy[0]
-				default:
-					ap, lda = &A.a[pn.r0*A.lda+pc], A.lda
-				}
-				var bv *float32 // bias of these rows, added once (first k block)
-				if bias != nil && pc == 0 {
-					if pn.rows == pn.mr {
-						bv = &bias[pn.r0]
-					} else {
-						bpart := b.bias[:pn.mr]
-						clear(bpart)
-						copy(bpart, bias[pn.r0:pn.r0+pn.rows])
-						bv = &bpart[0]
-					}
-				}
-				for jp := 0; jp < npan; jp++ {
-					cj := jc + jp*nr
-					var pf *float32
-					if gemmDirectPF && ip == 0 && jp+1 < npan {
-						pf = B.direct(cj + nr)
-					}
-					if jp+1 == npan && ip+1 < len(ps) && ps[ip+1].rows == ps[ip+1].mr {
-						prefetchA(A, ps[ip+1].r0, ps[ip+1].rows, pc, kc)
-					}
-					bb, of := B.direct(cj), &B.offs[pc]
-					if pn.rows == pn.mr {
-						pn.ki(kc, ap, lda, bb, of, &c[pn.r0*ldc+cj], ldc, acc, bv, pf)
-						continue
-					}
-					pn.ki(kc, ap, lda, bb, of, &b.tmp[0], nr, 0, bv, pf)
-					storeTile(c[pn.r0*ldc+cj:], ldc, b.tmp, nr, pn.rows, nr, acc)
-				}
+				directPanel(ps, ip, pc, kc, k, jc, npan, nr, false, A, B, c, ldc, accumulate, bias, b)
 			})
 		}
+	}
+}
+
+// gemmDeep runs the narrow products (at most gemmDeepCols columns per
+// worker) panel by panel through every k block (see gemmBlockDirect); off,
+// block by block (A/B measurements).
+var (
+	gemmDeep     = true
+	gemmDeepCols = 128
+)
+
+// deepOrder reports whether a worker's part of n columns (tiles nr wide)
+// over k runs panel by panel (gemmDeep).
+func deepOrder(n, k, nr int) bool {
+	return gemmDeep && n <= max(nr, gemmDeepCols) && k > gemmKC
+}
+
+// directPanel runs A panel ip of ps against k block [pc, pc+kc) of the npan
+// B panels from column jc, with the buffers b. deep says which A panel
+// comes next (to prefetch): the same panel's next k block, or (block by
+// block) the next panel's same one.
+func directPanel(ps []aPanel, ip, pc, kc, k, jc, npan, nr int, deep bool, A aSource, B bSource, c []float32, ldc int, accumulate bool, bias []float32, b *panelBufs) {
+	pn := ps[ip]
+	acc := 0
+	if accumulate || pc > 0 {
+		acc = 1
+	}
+	// The A panel after this one, for the prefetches.
+	nextOff, hasNext := pn.rows*A.lda, ip+1 < len(ps)
+	if deep {
+		nextOff, hasNext = gemmKC, pc+kc < k
+	}
+	// A row-major copy (row stride kc, zero rows below) of an A panel the
+	// kernels cannot read in place: a float16 one (widened) or a partial one.
+	acopy := b.a[:pn.mr*kc]
+	ap, lda := (*float32)(nil), kc
+	switch {
+	case A.h != nil:
+		// Widen the panel, prefetching the next one's rows.
+		widenPanel(acopy, A.h, pn.r0*A.lda+pc, pn.rows, kc, A.lda, nextOff, hasNext)
+		clear(acopy[pn.rows*kc : pn.mr*kc])
+		ap = &acopy[0]
+	case pn.rows < pn.mr:
+		for r := 0; r < pn.rows; r++ {
+			copy(acopy[r*kc:(r+1)*kc], A.a[(pn.r0+r)*A.lda+pc:])
+		}
+		clear(acopy[pn.rows*kc : pn.mr*kc])
+		ap = &acopy[0]
+	default:
+		ap, lda = &A.a[pn.r0*A.lda+pc], A.lda
+	}
+	var bv *float32 // bias of these rows, added once (first k block)
+	if bias != nil && pc == 0 {
+		if pn.rows == pn.mr {
+			bv = &bias[pn.r0]
+		} else {
+			bpart := b.bias[:pn.mr]
+			clear(bpart)
+			copy(bpart, bias[pn.r0:pn.r0+pn.rows])
+			bv = &bpart[0]
+		}
+	}
+	for jp := 0; jp < npan; jp++ {
+		cj := jc + jp*nr
+		var pf *float32
+		if gemmDirectPF && ip == 0 && jp+1 < npan {
+			pf = B.direct(cj + nr)
+		}
+		if jp+1 == npan && hasNext && !deep && ps[ip+1].rows == ps[ip+1].mr { // deep: A rows are read in order
+			prefetchA(A, ps[ip+1].r0, ps[ip+1].rows, pc, kc)
+		}
+		bb, of := B.direct(cj), &B.offs[pc]
+		if pn.rows == pn.mr {
+			pn.ki(kc, ap, lda, bb, of, &c[pn.r0*ldc+cj], ldc, acc, bv, pf)
+			continue
+		}
+		pn.ki(kc, ap, lda, bb, of, &b.tmp[0], nr, 0, bv, pf)
+		storeTile(c[pn.r0*ldc+cj:], ldc, b.tmp, nr, pn.rows, nr, acc)
 	}
 }
 

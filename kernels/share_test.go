@@ -16,8 +16,9 @@ import (
 // worker, done with its own part, has taken a row panel of it (see share),
 // and checks that the results are bit for bit those of products
 // without sharing: GEMMs (packed B, float16 A, edge tiles, bias,
-// accumulation, split along M or N) and convolutions (B read in place),
-// with 2 and 3 workers.
+// accumulation, split along M or N, narrow ones panel by panel through k)
+// and convolutions (B read in place; packed at 8×8 and 16×16), with 2 and
+// 3 workers.
 func TestWorkSharing(t *testing.T) {
 	if DetectedISA() == Generic {
 		t.Skip("no fast path on this machine: nothing to share")
@@ -32,7 +33,7 @@ func TestWorkSharing(t *testing.T) {
 		f    run
 	}
 	var cases []tc
-	for _, s := range [][3]int{{300, 520, 300}, {700, 64, 257}, {33, 1100, 65}, {257, 257, 513}} {
+	for _, s := range [][3]int{{300, 520, 300}, {700, 64, 257}, {33, 1100, 65}, {257, 257, 513}, {300, 64, 700}, {240, 256, 600}} {
 		m, n, k := s[0], s[1], s[2]
 		a, b, bias := randSlice(r, m*k), randSlice(r, k*n), randSlice(r, m)
 		h := make([]uint16, len(a))
@@ -51,7 +52,7 @@ func TestWorkSharing(t *testing.T) {
 				gemmRun(pickArchMN(m, n), m, n, k, aSource{h: h, lda: k}, matrixB(pickArchMN(m, n), b, n, n, false, 1), c, n, false, bias)
 			}})
 	}
-	for _, s := range [][3]int{{64, 64, 32}, {96, 40, 64}, {130, 20, 32}} {
+	for _, s := range [][3]int{{64, 64, 32}, {96, 40, 64}, {130, 20, 32}, {40, 300, 8}, {64, 240, 16}} {
 		ch, oc, side := s[0], s[1], s[2]
 		p := Conv2DParams{InC: ch, OutC: oc, KH: 3, KW: 3, StrideH: 1, StrideW: 1, PadT: 1, PadB: 1, PadL: 1, PadR: 1}
 		x, w, bias := randSlice(r, ch*side*side), randSlice(r, oc*ch*9), randSlice(r, oc)

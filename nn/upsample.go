@@ -74,7 +74,7 @@ func phaseWeights(dst []float32, w kernels.Mat, inC, o0, o1 int) {
 // it convolves the output channels in chunks whose four weight sets fit
 // (the SD 2.1 UNet's 1280→1280 upsamplers would otherwise need 105 MB of
 // them per call, the VAE's 512→512 17 MB).
-var phaseChunkBytes = 8 << 20
+var phaseChunkBytes = 32 << 20
 
 // upScratch keeps ForwardUpsample2x's buffers (phase weights, input bands,
 // phase outputs: at most phaseChunkBytes + bandBytes) for the next call, so
