@@ -376,8 +376,11 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource,
 	ncb := max(nr, gemmNC/nr*nr) // columns per packed B block
 	if deepOrder(j1-j0, k, nr) {
 		// Few columns: each row panel runs all its k blocks in turn, against
-		// B packed whole (see gemmBlockDirect): by gemmRunB when every
-		// worker has all the columns, else here.
+		// B packed whole (by gemmRunB when every worker has all the
+		// columns, else here), rather than every panel against one k block
+		// at a time. A then streams row by row in long runs instead of 1 KB
+		// pieces and the C tiles stay in L1 (1280→1280 at 8×8 and 16×16:
+		// +5–14%, interleaved A/B). Same k blocks, same order: same bits.
 		nc := j1 - j0
 		ncp := (nc + nr - 1) / nr * nr
 		bp := B.whole
@@ -555,12 +558,11 @@ func gemmBlockDirect(ar *gemmArch, m, k, i0, i1, j0, j1 int, A aSource, B bSourc
 	r0, r1 := i0*ar.mr, min(i1*ar.mr, m)
 	ps := directPanels(ar, r0, r1)
 	if deepOrder(j1-j0, k, nr) {
-		// Few columns: each A panel is used by only j1-j0 columns, so the
-		// product streams A (the weights) from memory, and a k block of an
-		// A row (1 KB) is too short for the hardware prefetcher to follow.
-		// Each panel runs all its k blocks in turn instead, so that A is
-		// read row by row in long runs; B (the image, all k) stays in L2.
-		// The k blocks of every C tile are the same, in the same order.
+		// Few columns: each A panel serves only j1-j0 columns, so the
+		// product streams A (the weights) from memory. Each panel runs all
+		// its k blocks in turn, as on the packed path (see gemmBlock): A is
+		// read row by row in long runs and the C tiles stay in L1. The k
+		// blocks of every C tile are the same, in the same order.
 		npan := (j1 - j0) / nr
 		sh.runBlock(w, len(ps), own, func(ip int, b *panelBufs) {
 			for pc := 0; pc < k; pc += gemmKC {

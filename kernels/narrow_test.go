@@ -14,7 +14,8 @@ import (
 // and gemmSplitMRule): at both ISA levels and with 1 to 3 workers, GEMMs
 // (float32 and float16 A, bias, accumulation) and convolutions at the
 // UNet's small sizes (8×8: B packed whole and shared by workers split along
-// M; 16×16: split along M by the rule) give bit for bit what they give with
+// M; 16×16: split along M by the rule; 32 wide and a few rows: B read in
+// place) give bit for bit what they give with
 // both orders off, and match the reference within 1e-5 of the summed
 // magnitudes (sum of |a||b| over k, plus |bias| and |c| where added).
 func TestNarrowProducts(t *testing.T) {
@@ -86,10 +87,12 @@ func TestNarrowProducts(t *testing.T) {
 	}
 	// Convolutions at 8×8 and 16×16 (no tile width divides the output
 	// width: B is packed), 3×3 with enough channels for several k blocks.
-	for _, s := range [][3]int{{40, 300, 8}, {64, 240, 16}, {30, 17, 8}} {
-		ch, oc, side := s[0], s[1], s[2]
+	// And 32 pixels wide with 2 and 4 rows: B read in place by the indirect
+	// kernels (split by rows, and by columns with 64 per worker).
+	for _, s := range [][4]int{{40, 300, 8, 8}, {64, 240, 16, 16}, {30, 17, 8, 8}, {40, 300, 2, 32}, {64, 240, 4, 32}} {
+		ch, oc, hh, ww := s[0], s[1], s[2], s[3]
 		p := Conv2DParams{InC: ch, OutC: oc, KH: 3, KW: 3, StrideH: 1, StrideW: 1, PadT: 1, PadB: 1, PadL: 1, PadR: 1}
-		x, w, bias := randSlice(r, ch*side*side), randSlice(r, oc*ch*9), randSlice(r, oc)
+		x, w, bias := randSlice(r, ch*hh*ww), randSlice(r, oc*ch*9), randSlice(r, oc)
 		// The summed magnitudes: the reference on |x|, |w| and |bias|.
 		abs := func(s []float32) []float32 {
 			a := make([]float32, len(s))
@@ -98,11 +101,11 @@ func TestNarrowProducts(t *testing.T) {
 			}
 			return a
 		}
-		mag := make([]float32, oc*side*side)
-		conv2DRef(p, 1, side, side, abs(x), abs(w), abs(bias), mag)
-		cases = append(cases, tc{fmt.Sprintf("conv_%d_%d_%d", ch, oc, side), oc * side * side,
-			func(y []float32) { Conv2DEx(p, 1, side, side, x, F32(w), bias, y, ConvOptions{}) },
-			func(y []float32) { conv2DRef(p, 1, side, side, x, w, bias, y) },
+		mag := make([]float32, oc*hh*ww)
+		conv2DRef(p, 1, hh, ww, abs(x), abs(w), abs(bias), mag)
+		cases = append(cases, tc{fmt.Sprintf("conv_%d_%d_%dx%d", ch, oc, hh, ww), oc * hh * ww,
+			func(y []float32) { Conv2DEx(p, 1, hh, ww, x, F32(w), bias, y, ConvOptions{}) },
+			func(y []float32) { conv2DRef(p, 1, hh, ww, x, w, bias, y) },
 			func(i int) float64 { return 1e-5 * float64(mag[i]) }})
 	}
 	for _, l := range levels()[1:] {
