@@ -192,17 +192,10 @@ func gemmRunB(ar *gemmArch, m, n, k int, A aSource, B bSource, c []float32, ldc 
 	}
 	if !splitN && workers > 1 && B.direct == nil && deepOrder(n, k, ar.nr) {
 		// Every worker needs all of B: pack it once, the k blocks shared out.
-		ncp := (n + ar.nr - 1) / ar.nr * ar.nr
-		wp := getScratch(k * ncp)
+		wp := getScratch(k * ((n + ar.nr - 1) / ar.nr * ar.nr))
 		defer putScratch(wp)
-		whole := *wp
-		parallel.For((k+gemmKC-1)/gemmKC, 1, func(lo, hi int) {
-			for pc := lo * gemmKC; pc < min(hi*gemmKC, k); pc += gemmKC {
-				kc := min(gemmKC, k-pc)
-				B.pack(whole[pc*ncp:pc*ncp+kc*ncp], pc, kc, 0, n)
-			}
-		})
-		B.whole = whole
+		parallel.For((k+gemmKC-1)/gemmKC, 1, func(lo, hi int) { packWhole(B.pack, *wp, ar.nr, k, 0, n, lo, hi) })
+		B.whole = *wp
 	}
 	kcMax := min(gemmKC, max(k, 1))
 	var sh *share
@@ -383,15 +376,12 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource,
 		// +5–14%, interleaved A/B). Same k blocks, same order: same bits.
 		nc := j1 - j0
 		ncp := (nc + nr - 1) / nr * nr
-		bp := B.whole
-		if bp == nil || j0 != 0 {
+		bp := B.whole // set only when every worker has all the columns
+		if bp == nil {
 			bufp := getScratch(k * ncp)
 			defer putScratch(bufp)
 			bp = *bufp
-			for pc := 0; pc < k; pc += gemmKC {
-				kc := min(gemmKC, k-pc)
-				B.pack(bp[pc*ncp:pc*ncp+kc*ncp], pc, kc, j0, nc)
-			}
+			packWhole(B.pack, bp, nr, k, j0, nc, 0, (k+gemmKC-1)/gemmKC)
 		}
 		sh.runBlock(w, i1-i0, own, func(i int, b *panelBufs) {
 			for pc := 0; pc < k; pc += gemmKC {
@@ -415,6 +405,17 @@ func gemmBlock(ar *gemmArch, m, k, mp, i0, i1, j0, j1 int, A aSource, B bSource,
 				packedPanel(ar, m, k, mp, i0+i, i1, pc, kc, jc, nc, false, A, bp, c, ldc, accumulate, bias, b)
 			})
 		}
+	}
+}
+
+// packWhole packs k blocks [b0, b1) of the nc columns of B from j0 into
+// dst, block pc (a multiple of gemmKC) at dst[pc*ncp:] with ncp = nc
+// rounded up to nr: B packed whole for the narrow products' order.
+func packWhole(pack bPacker, dst []float32, nr, k, j0, nc, b0, b1 int) {
+	ncp := (nc + nr - 1) / nr * nr
+	for pc := b0 * gemmKC; pc < min(b1*gemmKC, k); pc += gemmKC {
+		kc := min(gemmKC, k-pc)
+		pack(dst[pc*ncp:pc*ncp+kc*ncp], pc, kc, j0, nc)
 	}
 }
 
