@@ -142,7 +142,11 @@ func softmaxTile512(x *float32, lds, rows, n int, scale float32, m, l, acc *floa
 //go:noescape
 func maxv512(x *float32, n int) float32
 
-// affineAct512 sets y[i] = a*x[i] + b, then y[i] = y[i]/(1+exp(-y[i])) when act != 0.
+// affineAct512 sets y[i] = a*x[i] + b, then y[i] = y[i]/(1+exp(-y[i])) when
+// act&1; when act&2 it writes y with non-temporal stores (y aligned to a
+// vector) and ends with SFENCE.
+//
+//	for i < n: v := a*x[i] + b; if act&1 != 0 { v = v / (1 + exp(-v)) }; y[i] = v
 //
 //go:noescape
 func affineAct512(x, y *float32, n int, a, b float32, act int)
@@ -216,7 +220,11 @@ func softmaxTile256(x *float32, lds, rows, n int, scale float32, m, l, acc *floa
 //go:noescape
 func maxv256(x *float32, n int) float32
 
-// affineAct256 sets y[i] = a*x[i] + b, then y[i] = y[i]/(1+exp(-y[i])) when act != 0.
+// affineAct256 sets y[i] = a*x[i] + b, then y[i] = y[i]/(1+exp(-y[i])) when
+// act&1; when act&2 it writes y with non-temporal stores (y aligned to a
+// vector) and ends with SFENCE.
+//
+//	for i < n: v := a*x[i] + b; if act&1 != 0 { v = v / (1 + exp(-v)) }; y[i] = v
 //
 //go:noescape
 func affineAct256(x, y *float32, n int, a, b float32, act int)

@@ -150,7 +150,7 @@ func (t *ChannelAffine) Apply(x, y []float32, planes, hw int) {
 // with GroupNorm's arithmetic.
 func (t *ChannelAffine) apply(dst, src []float32, ch int) {
 	if v := fast(); v != nil {
-		affine(v, src, dst, t.Scale[ch], t.Shift[ch], t.SiLU)
+		affine(v, src, dst, t.Scale[ch], t.Shift[ch], t.SiLU, false)
 		return
 	}
 	sc, sh := t.Scale[ch], t.Shift[ch]

@@ -322,3 +322,32 @@ func TestZip(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamingAffine: the non-temporal stores of GroupNorm's last pass
+// (large outputs) write what ordinary stores write, bit for bit, at awkward
+// lengths and at destinations aligned to a vector or not (unaligned ones
+// take ordinary stores).
+func TestStreamingAffine(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, l := range levels()[1:] {
+		withISA(t, l, func() {
+			v := fast()
+			for _, n := range eltSizes {
+				for _, shift := range []int{0, 1, 5, 16} {
+					x := unaligned(r, n, 3)
+					buf := make([]float32, n+32)
+					want, got := make([]float32, n), buf[shift:shift+n]
+					for _, act := range []bool{false, true} {
+						affine(v, x, want, 0.7, -0.2, act, false)
+						affine(v, x, got, 0.7, -0.2, act, true)
+						for i := range want {
+							if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+								t.Fatalf("%v n=%d shift=%d act=%v: [%d] = %g, want %g", l, n, shift, act, i, got[i], want[i])
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
