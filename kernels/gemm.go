@@ -111,20 +111,37 @@ func pickArchRows(m, n, maxRows int) *gemmArch {
 }
 
 // pickArchA is pickArchMN for an A read in place with row stride lda (not
-// transposed): a stride that is a multiple of 8 KiB puts every row of a tile
-// in the same L1 set, and a 14-row tile then exceeds the cache's 12 ways. At
-// n = 2048, lda 2048, the 14×32 tile ran 3–25% slower than at lda 2064 (two
-// threads, interleaved) while the 8×48 tile was unaffected; so such strides
-// take the best tile of at most 12 rows.
-func pickArchA(m, n, lda int, transA bool) *gemmArch {
+// transposed; half: float16): a stride that is a multiple of 8 KiB
+// (aliasedStride) puts every row of a tile in the same L1 set, and a 14-row
+// tile then exceeds the cache's 12 ways. At n = 2048, lda 2048, the 14×32
+// tile ran 3–25% slower than at lda 2064 (two threads, interleaved) while
+// the 8×48 tile was unaffected; so such strides take the best tile of at
+// most 12 rows, unless A is first copied to another stride
+// (restrideAliased), which lifts the limit.
+func pickArchA(m, n, lda int, transA, half bool) *gemmArch {
 	ar := pickArchMN(m, n)
-	if ar == nil || transA || lda%2048 != 0 || ar.mr <= 12 {
+	if ar == nil || transA || !aliasedStride(lda) || ar.mr <= 12 || restrideAliased(n, lda, half) {
 		return ar
 	}
 	if best := pickArchRows(m, n, 12); best != nil {
 		return best
 	}
 	return ar
+}
+
+// aliasedStride reports whether rows lda floats apart fall in the same L1
+// set (a multiple of 8 KiB: 64 sets of 64 bytes here, with 2 KiB to spare
+// for the other half of a 4 KiB page).
+func aliasedStride(lda int) bool { return lda%2048 == 0 }
+
+// restrideAliased reports whether a float32 A read in place with an aliased
+// row stride is first copied, row by row, to a stride that does not alias,
+// before a product of n columns. Even the 12-row tile loses to conflicts
+// there: 2048³ (best of 5, two threads, interleaved) ran 91–118 ms read in
+// place, 83–90 ms with A packed into panels (a transposing copy, 3.7 ms of
+// it) and 82.6–85.5 ms copied to stride 2064 (either tile).
+func restrideAliased(n, lda int, half bool) bool {
+	return !half && aliasedStride(lda) && n >= gemmPackAMinN
 }
 
 // pickArch returns the tile family of the current level that wastes the
@@ -184,6 +201,22 @@ func gemmRunB(ar *gemmArch, m, n, k int, A aSource, B bSource, c []float32, ldc 
 		items = mp
 	}
 	workers = min(workers, items)
+	if A.packed == nil && A.h == nil && B.direct == nil && restrideAliased(n, A.lda, false) {
+		// Rows copied with a stride that does not alias in L1.
+		ld := (k + 15) / 16 * 16
+		if aliasedStride(ld) {
+			ld += 16
+		}
+		rp := getScratch(m * ld)
+		defer putScratch(rp)
+		src, dst, lda := A.a, *rp, A.lda
+		parallel.For(m, 16, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				copy(dst[i*ld:i*ld+k], src[i*lda:i*lda+k])
+			}
+		})
+		A = aSource{a: dst, lda: ld}
+	}
 	if A.packed == nil && A.h == nil && gemmPackA && n >= gemmPackAMinN && B.direct == nil {
 		pp := getScratch(mp * mr * k)
 		defer putScratch(pp)

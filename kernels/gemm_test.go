@@ -66,7 +66,10 @@ func TestSgemmConformance(t *testing.T) {
 		cases = append(cases, tc{33, s, 9, false, true, -0.7, 1, 3})
 		cases = append(cases, tc{15, 31, s, true, true, 2, -1, 1})
 	}
-	cases = append(cases, tc{130, 300, 600, false, false, 1, 0, 0}, tc{257, 65, 513, false, true, 1, 1, 2}, tc{29, 1100, 270, true, false, 1.5, 0, 0})
+	cases = append(cases, tc{130, 300, 600, false, false, 1, 0, 0}, tc{257, 65, 513, false, true, 1, 1, 2}, tc{29, 1100, 270, true, false, 1.5, 0, 0},
+		// Row strides of A that alias in L1 (multiples of 8 KiB): A copied to
+		// another stride.
+		tc{31, 257, 65, false, false, 1, 0, 2048 - 65}, tc{33, 300, 100, false, false, 1, 0.5, 4096 - 100})
 	for _, l := range levels()[1:] {
 		for _, c := range cases {
 			name := fmt.Sprintf("%v/%dx%dx%d/ta=%v/tb=%v/a=%g/b=%g/off=%d", l, c.m, c.n, c.k, c.ta, c.tb, c.alpha, c.beta, c.off)
@@ -108,8 +111,10 @@ func TestSgemmConformance(t *testing.T) {
 }
 
 // TestPickArchA: an A read in place with a stride that is a multiple of 8 KiB
-// never gets a tile of more than 12 rows (they alias in L1); other strides,
-// and a transposed A (packed), keep pickArchMN's choice.
+// never gets a tile of more than 12 rows (they alias in L1) unless it is
+// copied to another stride first (float32, n >= gemmPackAMinN); other
+// strides, and a
+// transposed A (packed), keep pickArchMN's choice.
 func TestPickArchA(t *testing.T) {
 	for _, l := range levels()[1:] {
 		withISA(t, l, func() {
@@ -118,11 +123,12 @@ func TestPickArchA(t *testing.T) {
 				small = small || a.mr <= 12
 			}
 			for _, c := range []struct {
-				m, n, lda int
-				trans     bool
-			}{{2048, 2048, 2048, false}, {2048, 2048, 2064, false}, {2048, 2048, 2048, true}, {4096, 1536, 6144, false}, {4096, 320, 320, false}, {14, 64, 4096, false}} {
-				got, def := pickArchA(c.m, c.n, c.lda, c.trans), pickArchMN(c.m, c.n)
-				aliased := c.lda%2048 == 0 && !c.trans
+				m, n, lda   int
+				trans, half bool
+			}{{2048, 2048, 2048, false, false}, {2048, 2048, 2048, false, true}, {2048, 2048, 2064, false, false}, {2048, 2048, 2048, true, false},
+				{4096, 1536, 6144, false, false}, {4096, 1536, 6144, false, true}, {4096, 320, 320, false, false}, {14, 64, 4096, false, false}} {
+				got, def := pickArchA(c.m, c.n, c.lda, c.trans, c.half), pickArchMN(c.m, c.n)
+				aliased := c.lda%2048 == 0 && !c.trans && (c.half || c.n < gemmPackAMinN)
 				switch {
 				case aliased && small && got.mr > 12:
 					t.Errorf("%v %+v: %s, want at most 12 rows", l, c, got.name)
