@@ -113,10 +113,10 @@ func pickArchRows(m, n, maxRows int) *gemmArch {
 // pickArchA is pickArchMN for an A read in place with row stride lda (not
 // transposed; half: float16): a stride that is a multiple of 8 KiB
 // (aliasedStride) puts every row of a tile in the same L1 set, and a 14-row
-// tile then exceeds the cache's 12 ways. At n = 2048, lda 2048, the 14×32
-// tile ran 3–25% slower than at lda 2064 (two threads, interleaved) while
-// the 8×48 tile was unaffected; so such strides take the best tile of at
-// most 12 rows, unless A is first copied to another stride
+// tile then exceeds Zen 5's 12 ways. There, at n = 2048, lda 2048, the
+// 14×32 tile ran 3–25% slower than at lda 2064 (two threads, interleaved)
+// while the 8×48 tile was unaffected; so such strides take the best tile of
+// at most 12 rows, unless A is first copied to another stride
 // (restrideAliased), which lifts the limit.
 func pickArchA(m, n, lda int, transA, half bool) *gemmArch {
 	ar := pickArchMN(m, n)
@@ -130,16 +130,18 @@ func pickArchA(m, n, lda int, transA, half bool) *gemmArch {
 }
 
 // aliasedStride reports whether rows lda floats apart fall in the same L1
-// set (a multiple of 8 KiB: 64 sets of 64 bytes here, with 2 KiB to spare
-// for the other half of a 4 KiB page).
+// set: Zen 4's and Zen 5's L1 have 64 sets of 64-byte lines, so rows a
+// multiple of 4 KiB apart share one; the rule takes the multiples of 8 KiB,
+// the strides that were measured (8 ways on Zen 4, 12 on Zen 5).
 func aliasedStride(lda int) bool { return lda%2048 == 0 }
 
 // restrideAliased reports whether a float32 A read in place with an aliased
 // row stride is first copied, row by row, to a stride that does not alias,
-// before a product of n columns. Even the 12-row tile loses to conflicts
-// there: 2048³ (best of 5, two threads, interleaved) ran 91–118 ms read in
-// place, 83–90 ms with A packed into panels (a transposing copy, 3.7 ms of
-// it) and 82.6–85.5 ms copied to stride 2064 (either tile).
+// before a product of n columns. On Zen 4's 8-way L1 even the 12-row tile
+// loses to conflicts: 2048³ (best of 5, two threads, interleaved) ran
+// 91–118 ms read in place, 83–90 ms with A packed into panels (a
+// transposing copy, 3.7 ms of it) and 82.6–85.5 ms copied to stride 2064
+// (either tile).
 func restrideAliased(n, lda int, half bool) bool {
 	return !half && aliasedStride(lda) && n >= gemmPackAMinN
 }

@@ -65,6 +65,10 @@ type Conv2d struct {
 	packOnly bool             // StoreBF16: drop w16 once bf is packed
 	bf       *bf16.LeftMatrix // weights packed for BF16 (see SetPrecision)
 	bfSrc    unsafe.Pointer   // the weight data bf was packed from
+	// The four phase convolutions' weights packed for BF16, for an exact ×2
+	// upsampling (see ForwardUpsample2x), and the data they were made from.
+	bfUp    *[4]*bf16.LeftMatrix
+	bfUpSrc unsafe.Pointer
 }
 
 // NewConv2d makes an unbound square-kernel convolution with symmetric padding.

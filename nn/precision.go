@@ -155,7 +155,7 @@ func (c *Conv2d) useBF16() bool {
 	}
 	packMu.Lock()
 	defer packMu.Unlock()
-	return c.bf != nil && c.sourceGone()
+	return (c.bf != nil || c.bfUp != nil) && c.sourceGone()
 }
 
 func (c *Conv2d) sourceGone() bool { return c.w16 == nil && !c.Weight.HasData() }
@@ -165,6 +165,7 @@ func (c *Conv2d) DropPacked() {
 	packMu.Lock()
 	if !c.sourceGone() {
 		c.bf, c.bfSrc = nil, nil
+		c.bfUp, c.bfUpSrc = nil, nil
 	}
 	packMu.Unlock()
 }
@@ -173,8 +174,14 @@ func (c *Conv2d) DropPacked() {
 func (c *Conv2d) PackedBytes() int {
 	packMu.Lock()
 	defer packMu.Unlock()
-	if c.bf == nil {
-		return 0
+	n := 0
+	if c.bf != nil {
+		n += c.bf.Bytes()
 	}
-	return c.bf.Bytes()
+	if c.bfUp != nil {
+		for _, l := range c.bfUp {
+			n += l.Bytes()
+		}
+	}
+	return n
 }

@@ -120,7 +120,7 @@ func (l *Linear) SetStorage(s Storage) error {
 // SetStorage converts the weight to s (see Linear.SetStorage).
 func (c *Conv2d) SetStorage(s Storage) error {
 	packMu.Lock()
-	gone := c.bf != nil && c.sourceGone()
+	gone := (c.bf != nil || c.bfUp != nil) && c.sourceGone()
 	packMu.Unlock()
 	if err := setLayerStorage(c.Weight, &c.w16, &c.packOnly, gone, s, fmt.Sprintf("nn.Conv2d %d→%d", c.P.InC, c.P.OutC)); err != nil {
 		return err

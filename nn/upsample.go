@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/osediff-go/osediff/kernels"
+	"github.com/osediff-go/osediff/kernels/bf16"
 	"github.com/osediff-go/osediff/parallel"
 	"github.com/osediff-go/osediff/tensor"
 )
@@ -115,12 +116,48 @@ func putUpScratch(b []float32) {
 
 // CanUpsampleConv reports whether ForwardUpsample2x applies: a 3×3,
 // stride-1, padding-1 convolution whose weights are held in float32 or
-// float16 and that does not run in bf16 (those keep the upsampled-image
-// path, in their precision).
+// float16, or in bf16 as packed phase weights (bf16Phases; a layer left
+// only with its packed 3×3 weights keeps the upsampled-image path).
 func (c *Conv2d) CanUpsampleConv() bool {
 	p := c.P
-	return p.KH == 3 && p.KW == 3 && p.StrideH <= 1 && p.StrideW <= 1 && max(p.DilH, 1) == 1 && max(p.DilW, 1) == 1 &&
-		p.PadT == 1 && p.PadB == 1 && p.PadL == 1 && p.PadR == 1 && !c.useBF16() && (c.w16 != nil || c.Weight.HasData())
+	if p.KH != 3 || p.KW != 3 || p.StrideH > 1 || p.StrideW > 1 || max(p.DilH, 1) != 1 || max(p.DilW, 1) != 1 ||
+		p.PadT != 1 || p.PadB != 1 || p.PadL != 1 || p.PadR != 1 {
+		return false
+	}
+	packMu.Lock()
+	defer packMu.Unlock()
+	return c.w16 != nil || c.Weight.HasData() || c.bfUp != nil
+}
+
+// bf16Phases returns the four phase convolutions' weights packed for the
+// bf16 kernels, made at the first call (or again after the weight tensor was
+// re-bound) from the float32 or float16 weights: the taps are summed in
+// float32 (phaseWeights) and rounded to bf16 once. With StoreBF16 they then
+// become the layer's only copy (16/9 of the 3×3 weights' bf16 size), as
+// bf16Left's packed 3×3 weights do for other layers.
+func (c *Conv2d) bf16Phases() *[4]*bf16.LeftMatrix {
+	packMu.Lock()
+	defer packMu.Unlock()
+	if c.bfUp != nil && c.sourceGone() {
+		return c.bfUp
+	}
+	m := c.Mat()
+	if c.bfUp == nil || c.bfUpSrc != source(m) {
+		oc, ch := c.P.OutC, c.P.InC
+		ph := make([]float32, 4*oc*ch*4) // 4 × [OC, C, 2, 2]
+		phaseWeights(ph, m, ch, 0, oc)
+		var up [4]*bf16.LeftMatrix
+		p := kernels.Conv2DParams{InC: ch, OutC: oc, KH: 2, KW: 2}
+		for q := range up {
+			up[q] = bf16.PackConv(p, ph[q*oc*ch*4:(q+1)*oc*ch*4])
+		}
+		c.bfUp, c.bfUpSrc = &up, source(m)
+	}
+	if c.packOnly && bf16.Available() && c.bf == nil {
+		c.w16, c.bfUpSrc = nil, nil
+		c.Weight.DropData()
+	}
+	return c.bfUp
 }
 
 // ForwardUpsample2x maps x [N, InC, h, w] to conv(upsample2x(x)) [N, OutC,
@@ -139,17 +176,27 @@ func (c *Conv2d) ForwardUpsample2x(x *tensor.Tensor, bandBytes int) *tensor.Tens
 	oc := c.P.OutC
 	H, W := 2*h, 2*w
 	y := tensor.Empty(n, oc, H, W) // [N, OC, 2h, 2w], written in full
-	wm := c.Mat()
 	var bias []float32
 	if c.Bias != nil {
 		bias = c.Bias.Data()
 	}
-	// The output channels in chunks of ocb, whose four phase weight sets
-	// [ocb, C, 2, 2] take at most about phaseChunkBytes.
-	chunks := max(1, (16*4*oc*ch+phaseChunkBytes-1)/phaseChunkBytes)
-	ocb := (oc + chunks - 1) / chunks
-	ph := getUpScratch(4 * ocb * ch * 4)
-	defer putUpScratch(ph)
+	// In bf16, the phase weights packed once per layer, all output channels
+	// in one chunk; in float32, made per call for the output channels in
+	// chunks of ocb, whose four phase weight sets [ocb, C, 2, 2] take at
+	// most about phaseChunkBytes.
+	var wm kernels.Mat
+	var up *[4]*bf16.LeftMatrix
+	var ph []float32
+	ocb := oc
+	if c.useBF16() {
+		up = c.bf16Phases()
+	} else {
+		wm = c.Mat()
+		chunks := max(1, (16*4*oc*ch+phaseChunkBytes-1)/phaseChunkBytes)
+		ocb = (oc + chunks - 1) / chunks
+		ph = getUpScratch(4 * ocb * ch * 4)
+		defer putUpScratch(ph)
+	}
 	// A band of rows input rows needs, per parity a, rows+1 input rows
 	// [C, rows+1, w] and four outputs [ocb, rows, w].
 	rows := min(max(bandBytes/(4*w*(2*ch+4*ocb))-1, 1), h)
@@ -167,7 +214,9 @@ func (c *Conv2d) ForwardUpsample2x(x *tensor.Tensor, bandBytes int) *tensor.Tens
 	copied := [2]int{-1, -1} // sample and first row of the rows in bands
 	for o0 := 0; o0 < oc; o0 += ocb {
 		m := min(ocb, oc-o0)
-		phaseWeights(ph, wm, ch, o0, o0+m) // 4 × [m, C, 2, 2]
+		if up == nil {
+			phaseWeights(ph, wm, ch, o0, o0+m) // 4 × [m, C, 2, 2]
+		}
 		var bm []float32
 		if bias != nil {
 			bm = bias[o0 : o0+m]
@@ -206,6 +255,10 @@ func (c *Conv2d) ForwardUpsample2x(x *tensor.Tensor, bandBytes int) *tensor.Tens
 						q := 2*a + b
 						p := kernels.Conv2DParams{InC: ch, OutC: m, KH: 2, KW: 2, StrideH: 1, StrideW: 1,
 							PadT: pa.padT, PadB: pa.padB, PadL: 1 - b, PadR: b}
+						if up != nil {
+							up[q].Conv2D(p, 1, br, w, band, bm, outs[q*m*nr*w:][:m*nr*w]) // [m, nr, w], in bf16
+							continue
+						}
 						kernels.Conv2D(p, 1, br, w, band, ph[q*m*ch*4:(q+1)*m*ch*4], bm, outs[q*m*nr*w:][:m*nr*w]) // [m, nr, w]
 					}
 				}

@@ -72,8 +72,7 @@ type BenchStage struct {
 	Peak    float64 `json:"percent_of_peak"`
 	// ExecutedFLOPs, where it differs from FLOPs, is what the stage computed:
 	// the VAE decoder's and the UNet's upsamplers run as 2×2 phase
-	// convolutions, 4/9 of their counted FLOPs (fp32 and fp16 weights; not
-	// in bf16).
+	// convolutions, 4/9 of their counted FLOPs (in fp32 and bf16 alike).
 	ExecutedFLOPs float64 `json:"executed_flops,omitempty"`
 	// SystemSeconds is the process's system CPU time in the stage (see
 	// StageTime.SystemSeconds), the median over the runs.

@@ -10,8 +10,9 @@ import "github.com/osediff-go/osediff/nn"
 func FLOPs(cfg Config, h, w, textLen int) float64 { return flops(cfg, h, w, textLen, false) }
 
 // ExecutedFLOPs is FLOPs as the upsamplers compute an exact ×2: as phase
-// convolutions, 4/9 of their counted FLOPs (Upsample2D.Forward; fp32 and
-// fp16 weights, not bf16).
+// convolutions, 4/9 of their counted FLOPs (Upsample2D.Forward; fp32, fp16
+// weights and bf16 alike, unless a layer is left with only its packed 3×3
+// bf16 weights).
 func ExecutedFLOPs(cfg Config, h, w, textLen int) float64 { return flops(cfg, h, w, textLen, true) }
 
 func flops(cfg Config, h, w, textLen int, phases bool) float64 {
