@@ -91,6 +91,9 @@ func modes(t *testing.T, f func(t *testing.T)) {
 var gemmSizes = []struct{ m, n, k int }{
 	{1, 1, 1}, {1, 33, 2}, {3, 5, 3}, {14, 32, 256}, {15, 31, 17}, {13, 64, 257},
 	{29, 100, 300}, {64, 600, 64}, {8, 65, 520}, {4, 128, 33}, {40, 40, 0},
+	// k of 512 and 1024 pair words (k = 1024, 2047): the
+	// pair rows of RightMatrix.Gemm's left factor are padded (pairStride).
+	{29, 40, 1024}, {15, 33, 2047},
 }
 
 func TestLeftGemm(t *testing.T) {
