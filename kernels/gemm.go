@@ -118,9 +118,9 @@ func pickArchRows(m, n, maxRows int) *gemmArch {
 // while the 8×48 tile was unaffected; so such strides take the best tile of
 // at most 12 rows, unless A is first copied to another stride
 // (restrideAliased), which lifts the limit.
-func pickArchA(m, n, lda int, transA, half bool) *gemmArch {
+func pickArchA(m, n, k, lda int, transA, half bool) *gemmArch {
 	ar := pickArchMN(m, n)
-	if ar == nil || transA || !aliasedStride(lda) || ar.mr <= 12 || restrideAliased(n, lda, half) {
+	if ar == nil || transA || !aliasedStride(lda) || ar.mr <= 12 || restrideAliased(m, n, k, lda, half) {
 		return ar
 	}
 	if best := pickArchRows(m, n, 12); best != nil {
@@ -135,16 +135,27 @@ func pickArchA(m, n, lda int, transA, half bool) *gemmArch {
 // the strides that were measured (8 ways on Zen 4, 12 on Zen 5).
 func aliasedStride(lda int) bool { return lda%2048 == 0 }
 
-// restrideAliased reports whether a float32 A read in place with an aliased
-// row stride is first copied, row by row, to a stride that does not alias,
-// before a product of n columns. On Zen 4's 8-way L1 even the 12-row tile
-// loses to conflicts: 2048³ (best of 5, two threads, interleaved) ran
-// 91–118 ms read in place, 83–90 ms with A packed into panels (a
-// transposing copy, 3.7 ms of it) and 82.6–85.5 ms copied to stride 2064
-// (either tile).
-func restrideAliased(n, lda int, half bool) bool {
-	return !half && aliasedStride(lda) && n >= gemmPackAMinN
+// restrideAliased reports whether a float32 m×k A read in place with an
+// aliased row stride is first copied, row by row, to a stride that does
+// not alias, before a product of n columns. On Zen 4's 8-way L1 even the
+// 12-row tile loses to conflicts at a stride of 8 KiB: 2048³ (best of 5,
+// two threads, interleaved) ran 91–118 ms read in place, 83–90 ms with A
+// packed into panels (a transposing copy, 3.7 ms of it) and 82.6–85.5 ms
+// copied to stride 2064 (either tile). At a multiple of 4 KiB it pays only
+// once A outgrows the last-level cache (32 MiB): the tagging head's output
+// projection (4585×3072 by 3072→768, 56 MB) ran 72% of the peak in place
+// against 84–86% copied, while at 576–2304 rows (7–28 MB) the copy cost
+// 1.5–6 points.
+func restrideAliased(m, n, k, lda int, half bool) bool {
+	if half || n < gemmPackAMinN {
+		return false
+	}
+	return aliasedStride(lda) || lda%1024 == 0 && m*k >= restrideMinA
 }
+
+// restrideMinA is the size of A (values) from which a stride that is a
+// multiple of 4 KiB is copied (see restrideAliased).
+var restrideMinA = 8 << 20
 
 // pickArch returns the tile family of the current level that wastes the
 // fewest rows for m (nil at Generic).
@@ -203,7 +214,7 @@ func gemmRunB(ar *gemmArch, m, n, k int, A aSource, B bSource, c []float32, ldc 
 		items = mp
 	}
 	workers = min(workers, items)
-	if A.packed == nil && A.h == nil && B.direct == nil && restrideAliased(n, A.lda, false) {
+	if A.packed == nil && A.h == nil && B.direct == nil && restrideAliased(m, n, k, A.lda, false) {
 		// Rows copied with a stride that does not alias in L1.
 		ld := (k + 15) / 16 * 16
 		if aliasedStride(ld) {

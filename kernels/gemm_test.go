@@ -127,7 +127,7 @@ func TestPickArchA(t *testing.T) {
 				trans, half bool
 			}{{2048, 2048, 2048, false, false}, {2048, 2048, 2048, false, true}, {2048, 2048, 2064, false, false}, {2048, 2048, 2048, true, false},
 				{4096, 1536, 6144, false, false}, {4096, 1536, 6144, false, true}, {4096, 320, 320, false, false}, {14, 64, 4096, false, false}} {
-				got, def := pickArchA(c.m, c.n, c.lda, c.trans, c.half), pickArchMN(c.m, c.n)
+				got, def := pickArchA(c.m, c.n, 64, c.lda, c.trans, c.half), pickArchMN(c.m, c.n)
 				aliased := c.lda%2048 == 0 && !c.trans && (c.half || c.n < gemmPackAMinN)
 				switch {
 				case aliased && small && got.mr > 12:
@@ -175,5 +175,34 @@ func TestPackTransposed(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRestride: an A whose row stride aliases in L1 (a multiple of 4 KiB
+// with a large A, of 8 KiB always) is copied to another stride first; the
+// products equal the reference at awkward sizes, with the size threshold
+// lowered so that small products take the copy.
+func TestRestride(t *testing.T) {
+	defer func(v int) { restrideMinA = v }(restrideMinA)
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, l := range levels()[1:] {
+		for _, minA := range []int{0, 1 << 40} {
+			restrideMinA = minA
+			for _, c := range []struct{ m, n, k, lda int }{{37, 257, 100, 1024}, {15, 300, 1024, 1024}, {29, 256, 65, 3072}, {14, 260, 33, 2048}} {
+				if !restrideAliased(c.m, c.n, c.k, c.lda, false) && minA == 0 {
+					t.Fatalf("%+v: not copied with the threshold at 0", c)
+				}
+				a := randSlice(r, c.m*c.lda)
+				b := randSlice(r, c.k*c.n)
+				want, got := make([]float32, c.m*c.n), make([]float32, c.m*c.n)
+				sgemmRef(false, false, c.m, c.n, c.k, 1, a, c.lda, b, c.n, 0, want, c.n)
+				withISA(t, l, func() { Sgemm(false, false, c.m, c.n, c.k, 1, a, c.lda, b, c.n, 0, got, c.n) })
+				for i := range want {
+					if d := math.Abs(float64(got[i] - want[i])); !(d <= 1e-5*float64(c.k+1)*3) {
+						t.Fatalf("%v %+v minA=%d: C[%d] = %g, want %g", l, c, minA, i, got[i], want[i])
+					}
+				}
+			}
+		}
 	}
 }

@@ -22,7 +22,7 @@ func SgemmMat(transA, transB bool, m, n, k int, alpha float32, a Mat, lda int, b
 	if m <= 0 || n <= 0 {
 		return
 	}
-	if ar := pickArchA(m, n, lda, transA, a.Half()); ar != nil {
+	if ar := pickArchA(m, n, k, lda, transA, a.Half()); ar != nil {
 		sgemmFast(ar, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
