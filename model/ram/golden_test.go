@@ -279,7 +279,7 @@ func TestTaggingHeadGolden(t *testing.T) {
 				rec := recorder{}
 				e := refTensor(t, ref, v.name+".image_embeds")
 				e = e.Reshape(e.Dim(1), e.Dim(2))
-				logits := tg.Model.logits(tg.queries, e, rec.tap)
+				logits := tg.Model.logits(tg.queries, tg.query0, e, rec.tap)
 				got := recorder{"label_queries": selectRows(tg.queries, rows)}
 				for name, x := range rec {
 					got[name] = selectRows(x, rows)

@@ -86,17 +86,26 @@ func NewBertModel(c TaggingHeadConfig, encoderWidth int) *BertModel {
 
 // Forward maps the label queries q [K, H] and image embeddings e [T, E] to
 // [K, H].
-func (m *BertModel) Forward(q, e *tensor.Tensor) *tensor.Tensor { return m.forward(q, e, nil) }
+func (m *BertModel) Forward(q, e *tensor.Tensor) *tensor.Tensor { return m.forward(q, nil, e, nil) }
 
-func (m *BertModel) forward(q, e *tensor.Tensor, tap tapFunc) *tensor.Tensor {
+// forward is Forward; qp0, when not nil, is the first layer's query
+// projection of q (Query.Forward(q)), made once for the fixed label queries.
+func (m *BertModel) forward(q, qp0, e *tensor.Tensor, tap tapFunc) *tensor.Tensor {
 	for i := range m.Encoder.Layer {
-		q = m.Encoder.Layer[i].forward(q, e, tap, fmt.Sprintf("tagging.layer%d.", i)) // [K, H]
+		var qp *tensor.Tensor
+		if i == 0 {
+			qp = qp0
+		}
+		q = m.Encoder.Layer[i].forward(q, qp, e, tap, fmt.Sprintf("tagging.layer%d.", i)) // [K, H]
 	}
 	return q
 }
 
-func (l *BertLayer) forward(q, e *tensor.Tensor, tap tapFunc, name string) *tensor.Tensor {
-	ctx := l.CrossAttention.Self.Forward(q, e) // [K, H]
+func (l *BertLayer) forward(q, qp, e *tensor.Tensor, tap tapFunc, name string) *tensor.Tensor {
+	if qp == nil {
+		qp = l.CrossAttention.Self.Query.Forward(q) // [K, H]
+	}
+	ctx := l.CrossAttention.Self.attend(qp, e) // [K, H]
 	tap.emit(name+"cross_context", ctx)
 	a := l.CrossAttention.Output.Forward(ctx, q) // [K, H]
 	tap.emit(name+"cross_out", a)
@@ -109,9 +118,13 @@ func (l *BertLayer) forward(q, e *tensor.Tensor, tap tapFunc, name string) *tens
 // Forward is softmax((q Wq)(e Wk)ᵀ/√d)(e Wv) per head, heads concatenated:
 // q [K, H], e [T, E] -> [K, H]. No mask: every image token is attended.
 func (s *BertSelfAttention) Forward(q, e *tensor.Tensor) *tensor.Tensor {
-	qp := s.Query.Forward(q) // [K, H]
-	k := s.Key.Forward(e)    // [T, H]
-	v := s.Value.Forward(e)  // [T, H]
+	return s.attend(s.Query.Forward(q), e) // [K, H]
+}
+
+// attend is Forward with the query projection qp = Query.Forward(q) given.
+func (s *BertSelfAttention) attend(qp, e *tensor.Tensor) *tensor.Tensor {
+	k := s.Key.Forward(e)   // [T, H]
+	v := s.Value.Forward(e) // [T, H]
 	h := qp.Dim(1)
 	d := h / s.Heads
 	out := tensor.New(qp.Dim(0), h) // [K, H]
