@@ -153,6 +153,17 @@ func restrideAliased(m, n, k, lda int, half bool) bool {
 	return aliasedStride(lda) || lda%1024 == 0 && m*k >= restrideMinA
 }
 
+// unaliasedStride returns the row stride (values) of restrideAliased's copy
+// of k-value rows: k rounded up to a line, and a line more where that is a
+// multiple of 4 KiB (rows would still share one L1 set).
+func unaliasedStride(k int) int {
+	ld := (k + 15) / 16 * 16
+	if ld%1024 == 0 {
+		ld += 16
+	}
+	return ld
+}
+
 // restrideMinA is the size of A (values) from which a stride that is a
 // multiple of 4 KiB is copied (see restrideAliased).
 var restrideMinA = 8 << 20
@@ -216,10 +227,7 @@ func gemmRunB(ar *gemmArch, m, n, k int, A aSource, B bSource, c []float32, ldc 
 	workers = min(workers, items)
 	if A.packed == nil && A.h == nil && B.direct == nil && restrideAliased(m, n, k, A.lda, false) {
 		// Rows copied with a stride that does not alias in L1.
-		ld := (k + 15) / 16 * 16
-		if aliasedStride(ld) {
-			ld += 16
-		}
+		ld := unaliasedStride(k)
 		rp := getScratch(m * ld)
 		defer putScratch(rp)
 		src, dst, lda := A.a, *rp, A.lda

@@ -192,6 +192,9 @@ func TestRestride(t *testing.T) {
 				if !restrideAliased(c.m, c.n, c.k, c.lda, false) && minA == 0 {
 					t.Fatalf("%+v: not copied with the threshold at 0", c)
 				}
+				if ld := unaliasedStride(c.k); ld < c.k || ld%1024 == 0 {
+					t.Fatalf("%+v: copied to stride %d, which aliases", c, ld)
+				}
 				a := randSlice(r, c.m*c.lda)
 				b := randSlice(r, c.k*c.n)
 				want, got := make([]float32, c.m*c.n), make([]float32, c.m*c.n)
