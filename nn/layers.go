@@ -6,6 +6,7 @@ import (
 
 	"github.com/osediff-go/osediff/kernels"
 	"github.com/osediff-go/osediff/kernels/bf16"
+	"github.com/osediff-go/osediff/parallel"
 	"github.com/osediff-go/osediff/tensor"
 )
 
@@ -139,6 +140,57 @@ func (c *Conv2d) ForwardRaw(p kernels.Conv2DParams, n, h, w int, x, y []float32)
 		return
 	}
 	kernels.Conv2DMat(p, n, h, w, x, c.Mat(), b, y)
+}
+
+// shrinkBandBytes bounds the buffer of one band of ForwardShrinkInPlace's
+// output (all output channels of a band of pixels).
+const shrinkBandBytes = 2 << 20
+
+// ForwardShrinkInPlace is Forward for a 1×1 convolution (stride 1, no
+// padding) that narrows the channels (OutC ≤ InC) of one sample x [1, InC,
+// H, W] whose buffer the caller owns alone: the result [1, OutC, H, W] is
+// written over x's first OutC channel planes, a band of pixels at a time, so
+// that no second activation of x's size is alive. x's values are destroyed;
+// the result shares x's storage (with its capacity). Any other layer or
+// input, and the bf16 precision, run Forward instead (a new tensor, x
+// untouched); inPlace reports which. The result equals Forward's up to the
+// rounding of the bias, added after the sum here.
+//
+//	for p0 in bands of pixels: t[o, p] = Σ_c W[o, c]·x[c, p0+p]  (p < band)
+//	                           x[o, p0+p] = t[o, p] + b[o]       (o < OutC)
+func (c *Conv2d) ForwardShrinkInPlace(x *tensor.Tensor) (y *tensor.Tensor, inPlace bool) {
+	p := c.P
+	if p.KH != 1 || p.KW != 1 || p.StrideH != 1 || p.StrideW != 1 || p.PadT|p.PadB|p.PadL|p.PadR != 0 ||
+		max(p.DilH, 1) != 1 || max(p.DilW, 1) != 1 || p.OutC > p.InC ||
+		x.Rank() != 4 || x.Dim(0) != 1 || x.Dim(1) != p.InC || !x.IsContiguous() || c.useBF16() {
+		return c.Forward(x), false
+	}
+	hw := x.Dim(2) * x.Dim(3)
+	xd := x.Data()
+	band := min(hw, max(64, shrinkBandBytes/(4*p.OutC)/64*64))
+	t := make([]float32, p.OutC*band)
+	w := c.Mat()
+	var b []float32
+	if c.Bias != nil {
+		b = c.Bias.Data()
+	}
+	for p0 := 0; p0 < hw; p0 += band {
+		n := min(band, hw-p0)
+		kernels.SgemmMat(false, false, p.OutC, n, p.InC, 1, w, p.InC, kernels.F32(xd[p0:]), hw, 0, t, n) // [OutC, n]: every input channel of the band read
+		parallel.For(p.OutC, 8, func(o0, o1 int) {
+			for o := o0; o < o1; o++ {
+				dst, src := xd[o*hw+p0:o*hw+p0+n], t[o*n:(o+1)*n]
+				if b == nil {
+					copy(dst, src)
+					continue
+				}
+				for i, v := range src {
+					dst[i] = v + b[o]
+				}
+			}
+		})
+	}
+	return tensor.FromData(xd[:p.OutC*hw], 1, p.OutC, x.Dim(2), x.Dim(3)), true // [1, OutC, H, W] over x's first planes
 }
 
 // GroupNorm is torch.nn.GroupNorm with affine weights.

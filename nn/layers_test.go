@@ -3,6 +3,7 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/osediff-go/osediff/tensor"
@@ -115,4 +116,65 @@ func TestConvNormsAndOps(t *testing.T) {
 	close32(t, "add", Add(a, a).Data(), []float32{2, 4, 6, 8}, 0)
 	close32(t, "gelu", GELU(tensor.FromData([]float32{1}, 1)).Data(), []float32{0.8413447}, 1e-6)
 	close32(t, "silu", SiLU(tensor.FromData([]float32{1}, 1)).Data(), []float32{0.7310586}, 1e-6)
+}
+
+// TestConvShrinkInPlace checks ForwardShrinkInPlace against Forward: in
+// place for 1×1 convolutions that narrow the channels of one sample (pixel
+// counts around the band size and the kernels' awkward sizes, with and
+// without bias, float32 and float16 weights), and Forward itself, x
+// untouched, for everything else.
+func TestConvShrinkInPlace(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	band := func(outC int) int { return max(64, shrinkBandBytes/(4*outC)/64*64) }
+	cases := []struct {
+		name          string
+		in, out, k, n int
+		h, w          int
+		bias, f16     bool
+		inPlace       bool
+	}{
+		{"256→128 one pixel", 256, 128, 1, 1, 1, 1, true, false, true},
+		{"8→8 17×1", 8, 8, 1, 1, 17, 1, true, false, true},
+		{"33→31 7×9", 33, 31, 1, 1, 7, 9, false, false, true},
+		{"64→16 65×63", 64, 16, 1, 1, 65, 63, true, false, true},
+		{"32→32 a band and one", 32, 32, 1, 1, 1, band(32) + 1, true, false, true},
+		{"48→40 three bands less one", 48, 40, 1, 1, 3, band(40) - 1, true, true, true},
+		{"16→32 widens", 16, 32, 1, 1, 5, 5, true, false, false},
+		{"3×3", 16, 8, 3, 1, 5, 5, true, false, false},
+		{"two samples", 16, 8, 1, 2, 5, 5, true, false, false},
+		{"bf16", 32, 16, 1, 1, 4, 4, true, false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewConv2d(tc.in, tc.out, tc.k, 1, tc.k/2, tc.bias)
+			c.Weight = randT(r, tc.out, tc.in, tc.k, tc.k)
+			if tc.bias {
+				c.Bias = randT(r, tc.out)
+			}
+			if tc.f16 {
+				if err := c.SetStorage(StoreF16); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.name == "bf16" {
+				defer SetPrecision(SetPrecision(BF16))
+			}
+			x := randT(r, tc.n, tc.in, tc.h, tc.w)
+			x0 := x.Clone()
+			want := c.Forward(x0.Clone())
+			got, inPlace := c.ForwardShrinkInPlace(x)
+			if inPlace != tc.inPlace {
+				t.Fatalf("in place %v, want %v", inPlace, tc.inPlace)
+			}
+			if !inPlace {
+				close32(t, "x untouched", x.Data(), x0.Data(), 0)
+			} else if &got.Storage()[0] != &x.Storage()[0] {
+				t.Fatal("the result does not share x's buffer")
+			}
+			if !slices.Equal(got.Shape(), want.Shape()) {
+				t.Fatalf("shape %v, want %v", got.Shape(), want.Shape())
+			}
+			close32(t, "output", got.Data(), want.Data(), 1e-5)
+		})
+	}
 }

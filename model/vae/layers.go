@@ -49,9 +49,7 @@ func (r *ResnetBlock2D) Forward(xs Tiles) Tiles {
 		derive(x, h[i])
 		park(h[i])
 		if r.ConvShortcut != nil {
-			res[i] = r.ConvShortcut.Forward(x) // [N, out, h, w]
-			derive(x, res[i])
-			consume(x)
+			res[i] = shortcut(r.ConvShortcut, x) // [N, out, h, w]
 			park(res[i])
 		} else {
 			res[i] = x // [N, out, h, w] identity
@@ -69,6 +67,28 @@ func (r *ResnetBlock2D) Forward(xs Tiles) Tiles {
 		res[i] = nil
 	}
 	return xs
+}
+
+// shortcut is the conv_shortcut of a ResnetBlock2D: it consumes x and
+// returns conv(x) registered in its place. A 1×1 shortcut that narrows the
+// channels (the decoder's 512→256 and 256→128) writes over x's own buffer
+// (nn.Conv2d.ForwardShrinkInPlace) when x is the run's own registered tensor:
+// the step then holds x and h, not x, h and the shortcut (the 512×512
+// decode's most memory at once, 536 → 402 MB; at 2048×2048 a tile's
+// 1.47 GB input and two 0.74 GB outputs become the input and one).
+func shortcut(c *nn.Conv2d, x *tensor.Tensor) *tensor.Tensor {
+	if spillOf(x) != nil {
+		if y, ok := c.ForwardShrinkInPlace(x); ok {
+			derive(x, y)
+			release(x) // x's buffer is y's now
+			x.DropData()
+			return y
+		}
+	}
+	y := c.Forward(x)
+	derive(x, y)
+	consume(x)
+	return y
 }
 
 // Attention is diffusers' Attention as the VAE mid block builds it: one head
