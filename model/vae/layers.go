@@ -49,7 +49,7 @@ func (r *ResnetBlock2D) Forward(xs Tiles) Tiles {
 		derive(x, h[i])
 		park(h[i])
 		if r.ConvShortcut != nil {
-			res[i] = shortcut(r.ConvShortcut, x) // [N, out, h, w]
+			res[i] = shortcut(r.ConvShortcut, x, len(xs) == 1 && h[i].HasData()) // [N, out, h, w]
 			park(res[i])
 		} else {
 			res[i] = x // [N, out, h, w] identity
@@ -70,14 +70,18 @@ func (r *ResnetBlock2D) Forward(xs Tiles) Tiles {
 }
 
 // shortcut is the conv_shortcut of a ResnetBlock2D: it consumes x and
-// returns conv(x) registered in its place. A 1×1 shortcut that narrows the
-// channels (the decoder's 512→256 and 256→128) writes over x's own buffer
-// (nn.Conv2d.ForwardShrinkInPlace) when x is the run's own registered tensor:
-// the step then holds x and h, not x, h and the shortcut (the 512×512
-// decode's most memory at once, 536 → 402 MB; at 2048×2048 a tile's
-// 1.47 GB input and two 0.74 GB outputs become the input and one).
-func shortcut(c *nn.Conv2d, x *tensor.Tensor) *tensor.Tensor {
-	if spillOf(x) != nil {
+// returns conv(x) registered in its place. With inPlace (an untiled run
+// whose h, the block's other output, is in memory), a 1×1 shortcut that
+// narrows the channels (the decoder's 512→256 and 256→128) writes over x's
+// own buffer (nn.Conv2d.ForwardShrinkInPlace), x being the run's own
+// registered tensor: the step then holds x and h, not x, h and the shortcut
+// (the 512×512 decode's most memory at once, 536 → 402 MB). A tiled run
+// parks h before the shortcut when memory is short, so that its step holds
+// x and one output either way, and there the result keeps a buffer of its
+// own: tiles holding buffers twice their size through the parks and loads
+// that follow took the 2048×2048 run's peak from 5.5 to 7.8 GiB.
+func shortcut(c *nn.Conv2d, x *tensor.Tensor, inPlace bool) *tensor.Tensor {
+	if inPlace && spillOf(x) != nil {
 		if y, ok := c.ForwardShrinkInPlace(x); ok {
 			derive(x, y)
 			release(x) // x's buffer is y's now

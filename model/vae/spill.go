@@ -82,6 +82,11 @@ func newSpiller(s Spill) *spiller {
 
 func nbytes(t *tensor.Tensor) int64 { return int64(t.Numel()) * 4 }
 
+// held is the memory t's values take, for the budget: its buffer's
+// capacity, which is more than nbytes for a tensor written over the start of
+// a larger buffer (an in-place shortcut: see shortcut) and holding all of it.
+func held(t *tensor.Tensor) int64 { return int64(cap(t.Storage())) * 4 }
+
 // account adds d bytes to the resident total.
 func (sp *spiller) account(d int64) {
 	sp.mu.Lock()
@@ -113,7 +118,7 @@ func (sp *spiller) adopt(t *tensor.Tensor) *tensor.Tensor {
 		}
 		sp.live[t] = true
 		if t.HasData() {
-			sp.resident += nbytes(t)
+			sp.resident += held(t)
 		}
 		sp.maxTile = max(sp.maxTile, nbytes(t))
 		sp.mu.Unlock()
@@ -217,7 +222,7 @@ func park(t *tensor.Tensor) {
 	pk.f = f
 	spilledBytes.Add(nbytes(t))
 	spillParks.Add(1)
-	pk.sp.account(-nbytes(t))
+	pk.sp.account(-held(t))
 	pk.sp.drop(t)
 }
 
@@ -380,7 +385,7 @@ var spilledBytes, spillParks, spillFilesMade atomic.Int64
 // holds them (a tensor parked and loaded, unchanged since).
 func unload(t *tensor.Tensor) {
 	if v, ok := registry.Load(t); ok && v.(*parked).f != nil && t.HasData() {
-		v.(*parked).sp.account(-nbytes(t))
+		v.(*parked).sp.account(-held(t))
 		v.(*parked).sp.drop(t)
 	}
 }
@@ -401,7 +406,7 @@ func load(t *tensor.Tensor) *tensor.Tensor {
 		panic(&SpillError{err})
 	}
 	t.SetData(d)
-	v.(*parked).sp.account(nbytes(t))
+	v.(*parked).sp.account(held(t))
 	return t
 }
 
@@ -421,7 +426,7 @@ func release(t *tensor.Tensor) {
 		pk.sp.mu.Lock()
 		delete(pk.sp.live, t)
 		if t.HasData() {
-			pk.sp.resident -= nbytes(t)
+			pk.sp.resident -= held(t)
 		}
 		pk.sp.mu.Unlock()
 	}

@@ -334,3 +334,70 @@ func TestTiledFLOPs(t *testing.T) {
 	t.Logf("2048×2048: encode %.1f TFLOP tiled (untiled %.1f), decode %.1f (untiled %.1f)",
 		EncodeFLOPs(c, on, 2048, 2048)/1e12, EncoderFLOPs(c, 2048, 2048)/1e12, DecodeFLOPs(c, on, 256, 256)/1e12, DecoderFLOPs(c, 256, 256)/1e12)
 }
+
+// TestShortcutInPlace checks shortcut on a narrowing 1×1 convolution: for a
+// tile the run owns, in place, it writes over the tile's buffer, the result
+// matches the convolution, and the spiller counts the whole buffer the
+// result holds (then nothing once it is consumed); not in place the result
+// has a buffer of its own; for a tensor the run does not own it leaves the
+// input alone.
+func TestShortcutInPlace(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	c := nn.NewConv2d(8, 4, 1, 1, 0, true)
+	c.Weight = tensor.New(4, 8, 1, 1)
+	c.Bias = tensor.New(4)
+	x := tensor.New(1, 8, 5, 7)
+	for _, d := range [][]float32{c.Weight.Data(), c.Bias.Data(), x.Data()} {
+		for i := range d {
+			d[i] = float32(r.NormFloat64())
+		}
+	}
+	want := c.Forward(x.Clone())
+	near := func(what string, got *tensor.Tensor) {
+		t.Helper()
+		if !reflect.DeepEqual(got.Shape(), want.Shape()) {
+			t.Fatalf("%s: shape %v, want %v", what, got.Shape(), want.Shape())
+		}
+		for i, v := range got.Data() {
+			if w := want.Data()[i]; math.Abs(float64(v-w)) > 1e-5*math.Max(1, math.Abs(float64(w))) {
+				t.Fatalf("%s: value %d = %v, want %v", what, i, v, w)
+			}
+		}
+	}
+
+	// Not the run's own tensor: a new result, x untouched.
+	x0 := x.Clone()
+	y := shortcut(c, x, true)
+	near("unregistered", y)
+	if &y.Storage()[0] == &x.Storage()[0] || !reflect.DeepEqual(x.Data(), x0.Data()) {
+		t.Fatal("an unregistered input was written over")
+	}
+
+	// Not in place (tiled, or h parked): a buffer of its own.
+	bsp := newSpiller(Spill{Above: 1 << 40})
+	defer bsp.close()
+	xb := x.Clone()
+	bsp.adopt(xb)
+	y = shortcut(c, xb, false)
+	near("not in place", y)
+	if bsp.resident != int64(y.Numel())*4 || xb.HasData() {
+		t.Errorf("not in place: %d bytes counted, input kept %v", bsp.resident, xb.HasData())
+	}
+
+	sp := newSpiller(Spill{})
+	defer sp.close()
+	buf := &x.Storage()[0]
+	sp.adopt(x)
+	y = shortcut(c, x, true)
+	near("in place", y)
+	if &y.Storage()[0] != buf || x.HasData() {
+		t.Fatal("the shortcut was not written over the tile's buffer")
+	}
+	if got, want := sp.resident, int64(8*5*7*4); got != want {
+		t.Errorf("budget counts %d bytes, want the whole buffer's %d", got, want)
+	}
+	consume(y)
+	if sp.resident != 0 {
+		t.Errorf("budget counts %d bytes after the last use", sp.resident)
+	}
+}
