@@ -53,14 +53,66 @@ func NewRandom(seed uint64, tagger bool) (*Pipeline, error) {
 	p.ScalingFactor = float32(vc.ScalingFactor)
 	checkpoint.RandomInit(p.VAE, seed+2)
 	if tagger {
-		cfg := ram.DefaultConfig()
-		m := ram.NewRAMLora(cfg)
-		checkpoint.RandomInit(m, seed+3)
-		if p.Tagger, err = ram.NewTagger(m, cfg); err != nil {
+		if p.Tagger, err = NewRandomTagger(seed + 3); err != nil {
 			return nil, err
 		}
 	}
 	return p, nil
+}
+
+// NewRandomTagger builds the Swin-L RAM/DAPE tagger with random weights.
+func NewRandomTagger(seed uint64) (*ram.Tagger, error) {
+	cfg := ram.DefaultConfig()
+	m := ram.NewRAMLora(cfg)
+	checkpoint.RandomInit(m, seed)
+	return ram.NewTagger(m, cfg)
+}
+
+// TaggerBenchCase is the benchmark case of the DAPE tagger alone
+// (RunTaggerBench).
+const TaggerBenchCase = "dape"
+
+// RunTaggerBench times the DAPE tagger alone as the 128→512 case runs it
+// (the peer script's --dape): the synthetic 128×128 photo is enlarged to
+// 512×512 as Upscale's preprocessing does (not timed), then each run tags
+// it (resize to 384×384, normalisation, Swin-L, tagging head, thresholds).
+// It reports one stage, "tagger": the median of runs after warmup untimed
+// ones, and the peak RSS from the first timed run on (Linux).
+func RunTaggerBench(tg *ram.Tagger, precision string, warmup, runs int) (*BenchResult, error) {
+	prec, err := nn.ParsePrecision(precision)
+	if err != nil {
+		return nil, err
+	}
+	defer nn.SetPrecision(nn.SetPrecision(prec))
+	kernels.PeakGFLOPs()
+	up, _, err := Preprocess(syntheticImage(128, 128, 7), 4, 512)
+	if err != nil {
+		return nil, err
+	}
+	lq := imageio.ToTensor(up) // [1, 3, 512, 512] in [0, 1], as Upscale hands it to the tagger
+	for range warmup {
+		if _, err := tg.Tag(lq); err != nil {
+			return nil, err
+		}
+	}
+	runs = max(runs, 1)
+	resetPeakRSS()
+	times := make([]float64, runs)
+	for i := range times {
+		t0 := time.Now()
+		if _, err := tg.Tag(lq); err != nil {
+			return nil, err
+		}
+		times[i] = time.Since(t0).Seconds()
+	}
+	sec := median(times)
+	f := ram.FLOPs(tg.Config)
+	peak := kernels.RefinePeak()
+	st := BenchStage{Name: "tagger", Seconds: sec, FLOPs: f, GFLOPs: f / sec / 1e9}
+	st.Peak = 100 * st.GFLOPs / peak
+	return &BenchResult{Case: TaggerBenchCase, Precision: prec.String(), Stages: []BenchStage{st},
+		TotalSeconds: sec, TotalFLOPs: f, ExecutedFLOPs: f, PeakExecuted: st.Peak, GFLOPs: st.GFLOPs, Peak: st.Peak,
+		PeakRSSBytes: peakRSS(), PeakGFLOPs: peak, BF16Native: nn.BF16Native(), Runs: times, Warmup: warmup}, nil
 }
 
 // BenchStage is one stage of a benchmark run.

@@ -26,7 +26,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
-	caseName := fs.String("case", "", "run one case in this process: 128_to_512 or 512_to_2048 (default: both, each in its own process)")
+	caseName := fs.String("case", "", "run one case in this process: 128_to_512, 512_to_2048, or dape (the tagger alone) (default: the first two, each in its own process)")
 	precision := fs.String("precision", "fp32", "fp32 or bf16")
 	weights := fs.String("weights", "", "weight storage: fp32, fp16 or bf16 (default: fp32, or bf16 with --precision bf16)")
 	tagger := fs.Bool("tagger", true, "include the Swin-L DAPE tagger")
@@ -45,6 +45,30 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	}
 	if *threads > 0 {
 		parallel.SetThreads(*threads)
+	}
+	if *caseName == osediff.TaggerBenchCase {
+		if *weights != "" && *weights != "fp32" {
+			fmt.Fprintln(stderr, "bench: --case dape holds the tagger's weights in fp32 (--weights applies to the pipeline cases)")
+			return exitCode(2)
+		}
+		t0 := time.Now()
+		tg, err := osediff.NewRandomTagger(4) // NewRandom's tagger
+		if err != nil {
+			return err
+		}
+		build := time.Since(t0).Seconds()
+		osediff.LimitGarbage(gcBudget)
+		res, err := osediff.RunTaggerBench(tg, *precision, *warmup, *runs)
+		if err != nil {
+			return err
+		}
+		res.Weights = "fp32"
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(res)
+		}
+		printBench(stdout, res)
+		fmt.Fprintf(stdout, "(building the random-weight tagger took %.1fs, not counted)\n", build)
+		return nil
 	}
 	if *caseName != "" {
 		t0 := time.Now()
@@ -114,8 +138,12 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 }
 
 func printBench(w io.Writer, r *osediff.BenchResult) {
-	spill := byteSize(r.SpillAboveBytes)
-	fmt.Fprintf(w, "case %s (%s%s, %s weights, VAE tiles spilled above %s), fp32 peak %.0f GFLOP/s\n", r.Case, r.Precision, map[bool]string{true: "", false: ", bf16 emulated in fp32"}[r.BF16Native || r.Precision != "bf16"], r.Weights, spill.String(), r.PeakGFLOPs)
+	above := byteSize(r.SpillAboveBytes)
+	spill := ", VAE tiles spilled above " + above.String()
+	if r.Case == osediff.TaggerBenchCase {
+		spill = ""
+	}
+	fmt.Fprintf(w, "case %s (%s%s, %s weights%s), fp32 peak %.0f GFLOP/s\n", r.Case, r.Precision, map[bool]string{true: "", false: ", bf16 emulated in fp32"}[r.BF16Native || r.Precision != "bf16"], r.Weights, spill, r.PeakGFLOPs)
 	fmt.Fprintf(w, "  %-14s %9s %12s %9s %7s %9s\n", "stage", "seconds", "GFLOP", "GFLOP/s", "%peak", "sys CPU s")
 	sys := 0.0
 	for _, s := range r.Stages {
