@@ -118,7 +118,7 @@ func allocDirty(n int) []float32 {
 		return s
 	}
 	if n*4 < hugeMin {
-		return Alloc(n)
+		return allocUnzeroed(n) // not recycled: the collector's
 	}
 	recycled.Lock()
 	best := -1

@@ -58,6 +58,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 		build := time.Since(t0).Seconds()
 		osediff.LimitGarbage(gcBudget)
+		stop, err := startProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 		res, err := osediff.RunTaggerBench(tg, *precision, *warmup, *runs)
 		if err != nil {
 			return err
@@ -86,17 +91,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 		build := time.Since(t0).Seconds()
 		osediff.LimitGarbage(gcBudget)
-		if *cpuProfile != "" {
-			f, err := os.Create(*cpuProfile)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return err
-			}
-			defer pprof.StopCPUProfile()
+		stop, err := startProfile(*cpuProfile)
+		if err != nil {
+			return err
 		}
+		defer stop()
 		res, err := osediff.RunBench(context.Background(), p, *caseName, *precision, *warmup, *runs, int64(spill))
 		if err != nil {
 			return err
@@ -135,6 +134,23 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return json.NewEncoder(stdout).Encode(all)
 	}
 	return nil
+}
+
+// startProfile starts a Go CPU profile into file ("": none) and returns
+// the function that stops it.
+func startProfile(file string) (stop func(), err error) {
+	if file == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func printBench(w io.Writer, r *osediff.BenchResult) {

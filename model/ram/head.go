@@ -127,7 +127,7 @@ func (s *BertSelfAttention) attend(qp, e *tensor.Tensor) *tensor.Tensor {
 	v := s.Value.Forward(e) // [T, H]
 	h := qp.Dim(1)
 	d := h / s.Heads
-	out := tensor.New(qp.Dim(0), h) // [K, H]
+	out := tensor.Empty(qp.Dim(0), h) // [K, H], written in full
 	kernels.Attention(kernels.AttentionParams{
 		Batch: 1, Heads: s.Heads, Lq: qp.Dim(0), Lk: k.Dim(0), Dim: d,
 		LdQ: h, LdK: h, LdV: h, LdO: h,

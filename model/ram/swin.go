@@ -96,7 +96,7 @@ func (s *SwinTransformer) forward(x *tensor.Tensor, tap tapFunc) *tensor.Tensor 
 // (AdaptiveAvgPool1d over tokens), then x.
 func prependMean(x *tensor.Tensor) *tensor.Tensor {
 	l, c := x.Dim(0), x.Dim(1)
-	out := tensor.New(1+l, c) // [1+L, C]
+	out := tensor.Empty(1+l, c) // [1+L, C], written in full
 	od, xd := out.Data(), x.Data()
 	for ch := 0; ch < c; ch++ {
 		var sum float64
@@ -223,7 +223,7 @@ func (b *SwinTransformerBlock) Forward(x *tensor.Tensor) *tensor.Tensor {
 // gatherRows returns out[i] = x[perm[i]] for x [L, C].
 func gatherRows(x *tensor.Tensor, perm []int32) *tensor.Tensor {
 	c := x.Dim(1)
-	out := tensor.New(len(perm), c)
+	out := tensor.Empty(len(perm), c) // written in full (perm is a permutation)
 	xd, od := x.Data(), out.Data()
 	for i, p := range perm {
 		copy(od[i*c:(i+1)*c], xd[int(p)*c:(int(p)+1)*c])
@@ -286,8 +286,8 @@ func (a *WindowAttention) Forward(x *tensor.Tensor, region []int8) *tensor.Tenso
 	n := a.Window * a.Window
 	nw := x.Dim(0) / n
 	scale := float32(1 / math.Sqrt(float64(d)))
-	qkv := a.QKV.Forward(x) // [nW*N, 3C]: q | k | v, head h at columns h*d
-	ctx := tensor.New(x.Dim(0), c)
+	qkv := a.QKV.Forward(x)          // [nW*N, 3C]: q | k | v, head h at columns h*d
+	ctx := tensor.Empty(x.Dim(0), c) // written in full, a window and head at a time
 	qd, cd := qkv.Data(), ctx.Data()
 	table := a.RelativePositionBiasTable.Data()
 	parallel.For(nw*heads, 1, func(lo, hi int) {
@@ -331,7 +331,7 @@ type PatchMerging struct {
 func (m *PatchMerging) Forward(x *tensor.Tensor) *tensor.Tensor {
 	r, c := m.Res, m.Dim
 	h := r / 2
-	cat := tensor.New(h*h, 4*c) // [(R/2)^2, 4C]
+	cat := tensor.Empty(h*h, 4*c) // [(R/2)^2, 4C], written in full
 	xd, od := x.Data(), cat.Data()
 	for i := 0; i < h; i++ {
 		for j := 0; j < h; j++ {
