@@ -46,48 +46,47 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if *threads > 0 {
 		parallel.SetThreads(*threads)
 	}
-	if *caseName == osediff.TaggerBenchCase {
-		if *weights != "" && *weights != "fp32" {
-			fmt.Fprintln(stderr, "bench: --case dape holds the tagger's weights in fp32 (--weights applies to the pipeline cases)")
-			return exitCode(2)
-		}
-		t0 := time.Now()
-		tg, err := osediff.NewRandomTagger(4) // NewRandom's tagger
-		if err != nil {
-			return err
-		}
-		build := time.Since(t0).Seconds()
-		osediff.LimitGarbage(gcBudget)
-		stop, err := startProfile(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		res, err := osediff.RunTaggerBench(tg, *precision, *warmup, *runs)
-		if err != nil {
-			return err
-		}
-		res.Weights = "fp32"
-		if *asJSON {
-			return json.NewEncoder(stdout).Encode(res)
-		}
-		printBench(stdout, res)
-		fmt.Fprintf(stdout, "(building the random-weight tagger took %.1fs, not counted)\n", build)
-		return nil
-	}
 	if *caseName != "" {
 		t0 := time.Now()
-		p, err := osediff.NewRandom(1, *tagger)
-		if err != nil {
-			return err
-		}
-		mf := modelFlags{precision: *precision, weights: *weights}
-		st, err := mf.storage()
-		if err != nil {
-			return err
-		}
-		if _, err := p.SetWeightStorage(st); err != nil {
-			return err
+		var run func() (*osediff.BenchResult, error)
+		what := "models"
+		if *caseName == osediff.TaggerBenchCase {
+			if *weights != "" && *weights != "fp32" {
+				fmt.Fprintln(stderr, "bench: --case dape holds the tagger's weights in fp32 (--weights applies to the pipeline cases)")
+				return exitCode(2)
+			}
+			tg, err := osediff.NewRandomTagger(4) // NewRandom's tagger
+			if err != nil {
+				return err
+			}
+			what = "tagger"
+			run = func() (*osediff.BenchResult, error) {
+				r, err := osediff.RunTaggerBench(tg, *precision, *warmup, *runs)
+				if r != nil {
+					r.Weights = "fp32"
+				}
+				return r, err
+			}
+		} else {
+			p, err := osediff.NewRandom(1, *tagger)
+			if err != nil {
+				return err
+			}
+			mf := modelFlags{precision: *precision, weights: *weights}
+			st, err := mf.storage()
+			if err != nil {
+				return err
+			}
+			if _, err := p.SetWeightStorage(st); err != nil {
+				return err
+			}
+			run = func() (*osediff.BenchResult, error) {
+				r, err := osediff.RunBench(context.Background(), p, *caseName, *precision, *warmup, *runs, int64(spill))
+				if r != nil {
+					r.Weights = st.String()
+				}
+				return r, err
+			}
 		}
 		build := time.Since(t0).Seconds()
 		osediff.LimitGarbage(gcBudget)
@@ -96,16 +95,15 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer stop()
-		res, err := osediff.RunBench(context.Background(), p, *caseName, *precision, *warmup, *runs, int64(spill))
+		res, err := run()
 		if err != nil {
 			return err
 		}
-		res.Weights = st.String()
 		if *asJSON {
 			return json.NewEncoder(stdout).Encode(res)
 		}
 		printBench(stdout, res)
-		fmt.Fprintf(stdout, "(building the random-weight models took %.1fs, not counted)\n", build)
+		fmt.Fprintf(stdout, "(building the random-weight %s took %.1fs, not counted)\n", what, build)
 		return nil
 	}
 	exe, err := os.Executable()
