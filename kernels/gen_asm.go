@@ -348,6 +348,20 @@ func packRows(s isa, nv int) {
 // exp computes v = exp(v) in place with temporaries t1, t2, t3
 // (Cephes expf: range reduction by ln2, degree-6 polynomial, 2^n scaling).
 func exp(s isa, v, t1, t2, t3 string) {
+	expReduce(s, v, t1)
+	p("VMOVUPS %s, %s", c("ep0"), t2)
+	for i := 1; i <= 5; i++ {
+		p("VFMADD213PS %s, %s, %s", c(fmt.Sprintf("ep%d", i)), v, t2)
+	}
+	p("VMULPS %s, %s, %s", v, v, t3)
+	p("VFMADD213PS %s, %s, %s", v, t3, t2) // t2 = t3*t2 + v
+	p("VADDPS %s, %s, %s", c("one"), t2, t2)
+	expScale(s, t1, t2, v)
+}
+
+// expReduce clamps v to exp's range and splits it as v = n·ln2 + r:
+// n (rounded) in t1, r in v.
+func expReduce(s isa, v, t1 string) {
 	p("VMAXPS %s, %s, %s", c("explo"), v, v)
 	p("VMINPS %s, %s, %s", c("exphi"), v, v)
 	p("VMULPS %s, %s, %s", c("log2e"), v, t1)
@@ -358,20 +372,17 @@ func exp(s isa, v, t1, t2, t3 string) {
 	}
 	p("VFNMADD231PS %s, %s, %s", c("ln2hi"), t1, v)
 	p("VFNMADD231PS %s, %s, %s", c("ln2lo"), t1, v)
-	p("VMOVUPS %s, %s", c("ep0"), t2)
-	for i := 1; i <= 5; i++ {
-		p("VFMADD213PS %s, %s, %s", c(fmt.Sprintf("ep%d", i)), v, t2)
-	}
-	p("VMULPS %s, %s, %s", v, v, t3)
-	p("VFMADD213PS %s, %s, %s", v, t3, t2) // t2 = t3*t2 + v
-	p("VADDPS %s, %s, %s", c("one"), t2, t2)
+}
+
+// expScale sets dst = e·2^n, e = exp(r) from the polynomial, n in t1.
+func expScale(s isa, t1, e, dst string) {
 	if s.reg == "Z" {
-		p("VSCALEFPS %s, %s, %s", t1, t2, v)
+		p("VSCALEFPS %s, %s, %s", t1, e, dst)
 	} else {
 		p("VCVTPS2DQ %s, %s", t1, t1)
 		p("VPADDD %s, %s, %s", c("i127"), t1, t1)
 		p("VPSLLD $23, %s, %s", t1, t1)
-		p("VMULPS %s, %s, %s", t1, t2, v)
+		p("VMULPS %s, %s, %s", t1, e, dst)
 	}
 }
 
@@ -387,18 +398,13 @@ func sigmul(s isa, v, nal, t1, t2, t3, t4 string) {
 	}
 	// exp as in exp, with the degree-5 polynomial sp (a sigmoid needs no
 	// more: 1 + exp(-x) is 1/σ; three fewer operations than exp's degree 7).
-	p("VMAXPS %s, %s, %s", c("explo"), t4, t4)
-	p("VMINPS %s, %s, %s", c("exphi"), t4, t4)
-	p("VMULPS %s, %s, %s", c("log2e"), t4, t1)
-	p("VRNDSCALEPS $0, %s, %s", t1, t1)
-	p("VFNMADD231PS %s, %s, %s", c("ln2hi"), t1, t4)
-	p("VFNMADD231PS %s, %s, %s", c("ln2lo"), t1, t4)
+	expReduce(s, t4, t1)
 	p("VMOVUPS %s, %s", c("sp4"), t2)
 	for i := 3; i >= 0; i-- {
 		p("VFMADD213PS %s, %s, %s", c(fmt.Sprintf("sp%d", i)), t4, t2)
 	}
 	p("VFMADD213PS %s, %s, %s", c("one"), t4, t2)
-	p("VSCALEFPS %s, %s, %s", t1, t2, t4)
+	expScale(s, t1, t2, t4)
 	p("VADDPS %s, %s, %s", c("one"), t4, t4)
 	// v / d as v * (1/d): VRCP14PS (2^-14) and one Newton step,
 	// r += r*(1 - d*r), give 1/d to about 2^-27 at a fraction of
