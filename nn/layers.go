@@ -176,17 +176,13 @@ func (c *Conv2d) ForwardShrinkInPlace(x *tensor.Tensor) (y *tensor.Tensor, inPla
 	}
 	for p0 := 0; p0 < hw; p0 += band {
 		n := min(band, hw-p0)
-		kernels.SgemmMat(false, false, p.OutC, n, p.InC, 1, w, p.InC, kernels.F32(xd[p0:]), hw, 0, t, n) // [OutC, n]: every input channel of the band read
+		kernels.SgemmMat(false, false, p.OutC, n, p.InC, 1, w, p.InC, kernels.F32(xd[p0:]), hw, 0, t[:p.OutC*n], n) // [OutC, n]: every input channel of the band read
+		if b != nil {
+			kernels.AddChannelVector(t[:p.OutC*n], 1, p.OutC, n, b) // + b
+		}
 		parallel.For(p.OutC, 8, func(o0, o1 int) {
 			for o := o0; o < o1; o++ {
-				dst, src := xd[o*hw+p0:o*hw+p0+n], t[o*n:(o+1)*n]
-				if b == nil {
-					copy(dst, src)
-					continue
-				}
-				for i, v := range src {
-					dst[i] = v + b[o]
-				}
+				copy(xd[o*hw+p0:o*hw+p0+n], t[o*n:(o+1)*n])
 			}
 		})
 	}
